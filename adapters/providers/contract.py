@@ -1,0 +1,179 @@
+"""The shape every provider adapter has: webhook authentication and translation, and a client.
+
+Each provider package (`adapters/providers/<name>/`) exports a `build_adapter(settings, http)`
+returning a `ProviderAdapter`. The ingestion service and the HTTP API speak only this contract.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from enum import StrEnum
+from typing import Any, Protocol
+
+from ledger.commands import ProviderBalanceReport, Translation
+
+
+class VerificationOutcome(StrEnum):
+    VERIFIED = "verified"  # signature or token checked: may move money
+    UNVERIFIED = "unverified"  # recorded, moves no money until a provider query confirms it
+    REJECTED = "rejected"  # signature missing or wrong, client id wrong: 401
+
+
+class TokenScope(StrEnum):
+    """Where the unguessable callback-URL token of an unsigned provider comes from."""
+
+    NONE = "none"  # the provider signs its deliveries
+    PROVIDER = "provider"  # one configured webhook_token (CoinCoin: URL set once in a portal)
+    PER_SUBJECT = "per_subject"  # one token per payment/withdrawal (LiPayKripto webhookUrl)
+
+
+@dataclass(frozen=True, slots=True)
+class Verification:
+    outcome: VerificationOutcome
+    scheme: str  # e.g. "hmac-sha256-raw-body"
+    reason: str = ""  # why it is not verified, e.g. "signature_mismatch"
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookDelivery:
+    """A webhook exactly as it arrived. `headers` keys are lower-case."""
+
+    provider: str
+    body: bytes
+    headers: Mapping[str, str]
+    path_token: str | None = None
+    received_at: datetime | None = None
+
+
+class WebhookBodyInvalid(Exception):
+    """The body is not JSON, or not this provider's shape (400). `reason` is machine-readable."""
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass(frozen=True, slots=True)
+class CreatePaymentRequest:
+    order_id: str
+    amount: Decimal  # the price as asked, in `currency`
+    currency: str
+    callback_url: str
+    pay_currency: str | None = None
+    expires_in_minutes: int | None = None
+    description: str = ""
+    customer_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CreatedPayment:
+    provider_ref: str  # the provider's id for the payment
+    expected_amount: Decimal  # what must arrive, per the provider's response
+    expected_currency: str
+    expires_at: datetime | None
+    provider_status: str
+    pay_address: str | None = None
+    payment_url: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CreateWithdrawalRequest:
+    request_id: str
+    amount: Decimal
+    currency: str
+    address: str
+    callback_url: str
+    pay_currency: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CreatedWithdrawal:
+    provider_ref: str
+    provider_status: str
+    amount_to_send: Decimal | None = None
+    fee_platform: Decimal | None = None
+    fee_network: Decimal | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderExchange:
+    """One outbound HTTP attempt, recorded as an event whatever its outcome. Secrets redacted."""
+
+    provider: str
+    operation: str  # e.g. "create_payment", "login"
+    method: str
+    url: str
+    attempt: int
+    request_body: str | None
+    status: int | None  # None when no response came (timeout, connection error)
+    response_body: str | None
+    error: str | None
+    duration_ms: int
+    at: datetime
+    request_headers: dict[str, str] = field(default_factory=dict)
+
+
+class ExchangeRecorder(Protocol):
+    async def __call__(self, exchange: ProviderExchange) -> None: ...
+
+
+class ProviderCallFailed(Exception):
+    """An outbound call ended without a usable answer (after retries where they apply)."""
+
+    def __init__(self, provider: str, operation: str, status: int | None, detail: str) -> None:
+        super().__init__(f"{provider} {operation} failed ({status}): {detail}")
+        self.provider = provider
+        self.operation = operation
+        self.status = status
+        self.detail = detail
+
+
+class OperationNotSupported(Exception):
+    """The provider's document offers no such operation (e.g. no status query)."""
+
+
+class ProviderClient(Protocol):
+    async def create_payment(
+        self, request: CreatePaymentRequest, record: ExchangeRecorder
+    ) -> CreatedPayment: ...
+
+    async def create_withdrawal(
+        self, request: CreateWithdrawalRequest, record: ExchangeRecorder
+    ) -> CreatedWithdrawal: ...
+
+    async def query_payment(
+        self, provider_ref: str, order_id: str, record: ExchangeRecorder
+    ) -> Translation:
+        """Asks the provider for the payment's state; raises OperationNotSupported if it has none."""
+        ...
+
+    async def fetch_balances(self, record: ExchangeRecorder) -> list[ProviderBalanceReport]:
+        """Provider-reported balances; raises OperationNotSupported if the provider has none."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+class WebhookAdapter(Protocol):
+    token_scope: TokenScope
+
+    def authenticate(self, delivery: WebhookDelivery) -> Verification:
+        """Checks the signature/token/client id. May raise WebhookBodyInvalid where the scheme
+        needs the parsed body first (CoinPay signs re-serialized JSON)."""
+        ...
+
+    def translate(self, delivery: WebhookDelivery) -> Translation:
+        """Turns the body into ledger facts; raises WebhookBodyInvalid for a wrong shape."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderAdapter:
+    name: str
+    webhooks: WebhookAdapter
+    client: ProviderClient
+    settings: Mapping[str, Any]
