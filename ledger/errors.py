@@ -42,6 +42,10 @@ class PaymentAlreadySettled(LedgerError):
     code = "payment_already_settled"
 
 
+class PaymentCannotBeSettled(LedgerError):
+    code = "payment_cannot_be_settled"
+
+
 class DepositAmountMustNotChange(LedgerError):
     """The same deposit id was reported again with another amount: a provider inconsistency."""
 

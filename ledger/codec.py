@@ -1,0 +1,134 @@
+"""Aggregate events to stored bytes and back, without pickles and without floats.
+
+Payloads are canonical JSON: Decimals are strings, datetimes ISO 8601, sorted keys. Decoding uses
+each event class's type hints to turn those strings back into Decimals and datetimes.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import typing
+import uuid
+from datetime import datetime
+from decimal import Decimal
+from enum import Enum
+from functools import cache
+from typing import Any
+
+from eventsourcing.domain import Aggregate
+
+from ledger.payment import Payment
+from ledger.ports import NewEvent, RecordedEvent
+from ledger.withdrawal import Withdrawal
+
+AGGREGATE_TYPES: dict[str, type[Aggregate]] = {"Payment": Payment, "Withdrawal": Withdrawal}
+_ENVELOPE_FIELDS = frozenset({"originator_id", "originator_version"})
+
+
+def _to_json(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return format(value, "f")
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, dict):
+        return {str(k): _to_json(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | frozenset | set):
+        return [_to_json(v) for v in value]
+    if isinstance(value, float):
+        raise TypeError("floats are not stored; amounts are Decimal")
+    return value
+
+
+def dumps_canonical(document: Any) -> bytes:
+    return json.dumps(
+        _to_json(document), sort_keys=True, separators=(",", ":"), ensure_ascii=False
+    ).encode()
+
+
+def event_type_name(aggregate_name: str, event_class: type) -> str:
+    return f"{aggregate_name}.{event_class.__name__}"
+
+
+def encode_pending(aggregate: Aggregate, aggregate_name: str) -> list[NewEvent]:
+    """Collects an aggregate's new events as NewEvents for its stream (stream id = its id)."""
+    stream_id = str(aggregate.id)
+    return [
+        NewEvent(
+            stream_id=stream_id,
+            version=domain_event.originator_version,
+            type=event_type_name(aggregate_name, type(domain_event)),
+            payload=dumps_canonical(
+                {k: v for k, v in domain_event.__dict__.items() if k not in _ENVELOPE_FIELDS}
+            ),
+            # The class that really made the event: eventsourcing copies inherited event classes
+            # into subclasses, and only the defining class knows how to apply itself.
+            metadata={"topic": topic_of(type(domain_event))},
+        )
+        for domain_event in aggregate.collect_events()
+    ]
+
+
+def topic_of(event_class: type) -> str:
+    return f"{event_class.__module__}:{event_class.__qualname__}"
+
+
+@cache
+def _resolve_topic(topic: str) -> type:
+    module_name, _, qualname = topic.partition(":")
+    if not module_name.startswith("ledger."):
+        raise ValueError(f"event topic {topic!r} is outside the domain")
+    found: Any = importlib.import_module(module_name)
+    for part in qualname.split("."):
+        found = getattr(found, part)
+    if not (isinstance(found, type) and issubclass(found, Aggregate.Event)):
+        raise ValueError(f"event topic {topic!r} is not an aggregate event")
+    return found
+
+
+@cache
+def _hints(event_class: type) -> dict[str, Any]:
+    return typing.get_type_hints(event_class)
+
+
+def _from_json(value: Any, hint: Any) -> Any:
+    if value is None:
+        return None
+    options = typing.get_args(hint) if typing.get_origin(hint) in {typing.Union, _UnionType} else (hint,)
+    if Decimal in options:
+        return Decimal(value)
+    if datetime in options:
+        return datetime.fromisoformat(value)
+    return value
+
+
+_UnionType = type(int | None)
+
+
+def decode(recorded: RecordedEvent) -> Any:
+    """Rebuilds the domain event object (ready for `mutate`) from a stored event."""
+    event_class = _resolve_topic(str(recorded.metadata["topic"]))
+    hints = _hints(event_class)
+    state = json.loads(recorded.payload)
+    fields = {name: _from_json(value, hints.get(name, Any)) for name, value in state.items()}
+    fields["originator_id"] = uuid.UUID(recorded.stream_id)
+    fields["originator_version"] = recorded.version
+    domain_event = object.__new__(event_class)
+    domain_event.__dict__.update(fields)
+    return domain_event
+
+
+def rebuild(events: list[RecordedEvent]) -> Any:
+    """Replays a stream into its aggregate; None for an empty stream."""
+    aggregate = None
+    for recorded in events:
+        aggregate = decode(recorded).mutate(aggregate)
+    return aggregate
+
+
+def aggregate_name_of(recorded_type: str) -> str:
+    return recorded_type.partition(".")[0]

@@ -1,0 +1,409 @@
+"""The Payment aggregate: money facts in, status and coverage derived.
+
+Status is never copied from a provider's word; it is derived from deposits, confirmations and
+expiry, which makes it independent of the order in which the facts arrive. The provider's own word
+is kept beside it so reconciliation can show where the two disagree.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from datetime import datetime
+from decimal import Decimal
+from enum import StrEnum
+from typing import Any
+
+from eventsourcing.domain import event
+
+from ledger.commands import (
+    CumulativeReceivedReport,
+    DepositReport,
+    PaymentStatusReport,
+    PaymentUpdate,
+    ProviderPaymentOutcome,
+)
+from ledger.errors import (
+    AmountMustBePositive,
+    CurrenciesMustMatch,
+    DepositAmountMustNotChange,
+    PaymentCannotBeSettled,
+)
+from ledger.money import Money, quantize_exact
+from ledger.recording import ProviderRecordedAggregate, utc
+
+
+class PaymentStatus(StrEnum):
+    PENDING = "pending"
+    CONFIRMING = "confirming"
+    COMPLETED = "completed"
+    EXPIRED = "expired"
+    FAILED = "failed"
+
+
+class Coverage(StrEnum):
+    UNPAID = "unpaid"
+    PARTIAL = "partial"
+    EXACT = "exact"
+    OVER = "over"
+
+
+@dataclass(frozen=True, slots=True)
+class Deposit:
+    deposit_id: str
+    amount: Decimal
+    tx_hash: str | None
+    confirmations: int
+    confirmed: bool
+    verified: bool  # False while it came only through an unauthenticated delivery
+    observed_at: datetime  # the provider's timestamp, else when the ledger received it
+    reported_count: int = 1  # how often it was reported: more than once is a duplicate report
+
+
+class Payment(ProviderRecordedAggregate):
+    """A request for funds at one provider, and everything that arrived for it."""
+
+    @event("Created")
+    def __init__(  # noqa: PLR0913 - the creation facts of a payment
+        self,
+        provider: str,
+        provider_ref: str,
+        order_id: str,
+        expected_amount: Decimal,
+        expected_currency: str,
+        price_amount: Decimal,
+        price_currency: str,
+        expires_at: datetime | None,
+        customer_id: str | None = None,
+        pay_address: str | None = None,
+        provider_status: str = "",
+        metadata: dict[str, Any] | None = None,
+    ) -> None:
+        self._start_recording()
+        self.provider = provider
+        self.provider_ref = provider_ref
+        self.order_id = order_id
+        self.expected = Money.of(expected_amount, expected_currency)
+        self.price = Money.of(price_amount, price_currency)
+        self.expires_at = expires_at
+        self.customer_id = customer_id
+        self.pay_address = pay_address
+        self.metadata = dict(metadata or {})
+        self.deposits: dict[str, Deposit] = {}
+        self.provider_status = provider_status
+        self.provider_outcome = ProviderPaymentOutcome.PENDING.value
+        self.provider_amount_reported: Decimal | None = None
+        self.expired_at: datetime | None = None
+        self.expired_by = ""
+        self.failed_reason: str | None = None
+        self.settled = False
+
+    @classmethod
+    def create(  # noqa: PLR0913 - mirrors the creation facts
+        cls,
+        *,
+        provider: str,
+        provider_ref: str,
+        order_id: str,
+        expected: Money,
+        price: Money,
+        expires_at: datetime | None,
+        customer_id: str | None = None,
+        pay_address: str | None = None,
+        provider_status: str = "",
+        metadata: dict[str, Any] | None = None,
+    ) -> Payment:
+        if not expected.is_positive():
+            raise AmountMustBePositive(f"expected amount must be positive, got {expected}")
+        if not price.is_positive():
+            raise AmountMustBePositive(f"price must be positive, got {price}")
+        return cls(
+            provider=provider,
+            provider_ref=provider_ref,
+            order_id=order_id,
+            expected_amount=expected.amount,
+            expected_currency=expected.currency,
+            price_amount=price.amount,
+            price_currency=price.currency,
+            expires_at=utc(expires_at) if expires_at else None,
+            customer_id=customer_id,
+            pay_address=pay_address,
+            provider_status=provider_status,
+            metadata=metadata,
+        )
+
+    # ------------------------------------------------------------------ commands
+
+    def apply_update(self, update: PaymentUpdate, *, received_at: datetime, verified: bool) -> None:
+        """Applies everything one delivery (or status query) says about this payment.
+
+        The ledger's own clock is consulted first, so a deposit arriving after `expires_at`
+        finds the payment already expired and is flagged late, whoever noticed the time.
+        """
+        self.expire_if_due(received_at)
+        for deposit in update.deposits:
+            self.report_deposit(deposit, received_at=received_at, verified=verified)
+        if update.cumulative is not None:
+            self.report_cumulative(update.cumulative, received_at=received_at, verified=verified)
+        if update.status is not None:
+            self.report_status(update.status, received_at=received_at, verified=verified)
+
+    def report_deposit(self, report: DepositReport, *, received_at: datetime, verified: bool) -> None:
+        amount = self._amount_in_expected_currency(report.amount, report.currency)
+        if amount <= 0:
+            raise AmountMustBePositive(f"deposit {report.deposit_id} amount must be positive")
+        known = self.deposits.get(report.deposit_id)
+        if known is None:
+            self._deposit_detected(
+                deposit_id=report.deposit_id,
+                amount=amount,
+                tx_hash=report.tx_hash,
+                confirmations=report.confirmations,
+                confirmed=report.confirmed,
+                verified=verified,
+                observed_at=utc(report.observed_at) if report.observed_at else received_at,
+            )
+            return
+        if known.amount != amount:
+            raise DepositAmountMustNotChange(
+                f"deposit {report.deposit_id} was {known.amount}, now reported as {amount}"
+            )
+        if (report.confirmed and not known.confirmed) or (verified and not known.verified):
+            self._deposit_confirmed(
+                deposit_id=report.deposit_id,
+                confirmations=max(report.confirmations, known.confirmations),
+                confirmed=known.confirmed or report.confirmed,
+                verified=known.verified or verified,
+            )
+        else:
+            self._deposit_reported_again(deposit_id=report.deposit_id)
+
+    def report_cumulative(
+        self, report: CumulativeReceivedReport, *, received_at: datetime, verified: bool
+    ) -> None:
+        """A running total: only the part above the highest total seen is a new deposit, so
+        totals arriving out of order or twice never count the same funds again."""
+        total = self._amount_in_expected_currency(report.total, report.currency)
+        if total <= self.cumulative_total:
+            return
+        self.report_deposit(
+            DepositReport(
+                deposit_id=f"cumulative:{total}",
+                amount=total - self.cumulative_total,
+                currency=self.expected.currency,
+                confirmed=report.confirmed,
+                observed_at=report.observed_at,
+            ),
+            received_at=received_at,
+            verified=verified,
+        )
+
+    def report_status(
+        self, report: PaymentStatusReport, *, received_at: datetime, verified: bool
+    ) -> None:
+        self._provider_status_reported(
+            status_word=report.status_word,
+            outcome=report.outcome.value,
+            amount_paid_reported=report.amount_paid_reported,
+            reported_at=report.reported_at or received_at,
+            verified=verified,
+        )
+        if not verified:
+            return  # an unauthenticated word is kept for the record and decides nothing
+        if report.outcome is ProviderPaymentOutcome.EXPIRED:
+            self.expire(report.reported_at or received_at, by="provider")
+        elif report.outcome is ProviderPaymentOutcome.FAILED and self.failed_reason is None:
+            self._failed(reason=f"provider said {report.status_word}")
+
+    def expire_if_due(self, now: datetime) -> None:
+        if self.expires_at is not None and now >= self.expires_at and self.expired_at is None:
+            self.expire(self.expires_at, by="clock")
+
+    def expire(self, at: datetime, *, by: str) -> None:
+        """Expiry is kept once, at its earliest instant; a payment already paid stays paid."""
+        if self.expired_at is not None and self.expired_at <= at:
+            return
+        self._expired(at=utc(at), by=by)
+
+    def fail(self, reason: str) -> None:
+        if self.failed_reason is None:
+            self._failed(reason=reason)
+
+    def settle(self) -> None:
+        """Finance closes the payment. Funds arriving later are still kept (and show late)."""
+        if self.settled:
+            return
+        if self.received.is_zero():
+            raise PaymentCannotBeSettled("a payment with no received funds cannot be settled")
+        if self.status not in {PaymentStatus.COMPLETED, PaymentStatus.EXPIRED}:
+            raise PaymentCannotBeSettled(f"a {self.status} payment cannot be settled")
+        self._settled()
+
+    # ------------------------------------------------------------------ events
+
+    @event("DepositDetected")
+    def _deposit_detected(  # noqa: PLR0913 - a deposit's facts
+        self,
+        deposit_id: str,
+        amount: Decimal,
+        tx_hash: str | None,
+        confirmations: int,
+        confirmed: bool,  # noqa: FBT001
+        verified: bool,  # noqa: FBT001
+        observed_at: datetime,
+    ) -> None:
+        self.deposits = {
+            **self.deposits,
+            deposit_id: Deposit(
+                deposit_id, amount, tx_hash, confirmations, confirmed, verified, observed_at
+            ),
+        }
+
+    @event("DepositConfirmed")
+    def _deposit_confirmed(
+        self,
+        deposit_id: str,
+        confirmations: int,
+        confirmed: bool,  # noqa: FBT001
+        verified: bool,  # noqa: FBT001
+    ) -> None:
+        known = self.deposits[deposit_id]
+        self.deposits = {
+            **self.deposits,
+            deposit_id: replace(
+                known,
+                confirmations=confirmations,
+                confirmed=confirmed,
+                verified=verified,
+                reported_count=known.reported_count + 1,
+            ),
+        }
+
+    @event("DepositReportedAgain")
+    def _deposit_reported_again(self, deposit_id: str) -> None:
+        known = self.deposits[deposit_id]
+        self.deposits = {
+            **self.deposits,
+            deposit_id: replace(known, reported_count=known.reported_count + 1),
+        }
+
+    @event("ProviderStatusReported")
+    def _provider_status_reported(
+        self,
+        status_word: str,
+        outcome: str,
+        amount_paid_reported: Decimal | None,
+        reported_at: datetime,
+        verified: bool,  # noqa: FBT001
+    ) -> None:
+        self.provider_status = status_word
+        self.provider_outcome = outcome
+        if amount_paid_reported is not None:
+            self.provider_amount_reported = amount_paid_reported
+
+    @event("Expired")
+    def _expired(self, at: datetime, by: str) -> None:
+        self.expired_at = at
+        self.expired_by = by
+
+    @event("Failed")
+    def _failed(self, reason: str) -> None:
+        self.failed_reason = reason
+
+    @event("Settled")
+    def _settled(self) -> None:
+        self.settled = True
+
+    # ------------------------------------------------------------------ derived state
+
+    def _amount_in_expected_currency(self, amount: Decimal, currency: str) -> Decimal:
+        if currency != self.expected.currency:
+            raise CurrenciesMustMatch(
+                f"payment expects {self.expected.currency}, deposit is in {currency}"
+            )
+        return quantize_exact(amount, currency)
+
+    @property
+    def cumulative_total(self) -> Decimal:
+        """The highest running total seen: cumulative deposits hold only the increments."""
+        return sum(
+            (d.amount for d in self.deposits.values() if d.deposit_id.startswith("cumulative:")),
+            Decimal(0),
+        )
+
+    @property
+    def deadline(self) -> datetime | None:
+        """The instant after which funds are late: the earlier of our expiry and the provider's."""
+        candidates = [t for t in (self.expires_at, self.expired_at) if t is not None]
+        return min(candidates) if candidates else None
+
+    def is_late(self, deposit: Deposit) -> bool:
+        deadline = self.deadline
+        return deadline is not None and deposit.observed_at > deadline
+
+    def _sum(self, *, confirmed: bool, verified: bool = True, on_time_only: bool = False) -> Money:
+        total = sum(
+            (
+                d.amount
+                for d in self.deposits.values()
+                if d.confirmed == confirmed
+                and d.verified == verified
+                and not (on_time_only and self.is_late(d))
+            ),
+            Decimal(0),
+        )
+        return Money(total, self.expected.currency)
+
+    @property
+    def received(self) -> Money:
+        """Confirmed funds from authenticated reports, late ones included."""
+        return self._sum(confirmed=True)
+
+    @property
+    def pending(self) -> Money:
+        """Seen on chain, not yet confirmed."""
+        return self._sum(confirmed=False)
+
+    @property
+    def unverified(self) -> Money:
+        """Reported only by deliveries the ledger could not authenticate: not received."""
+        return self._sum(confirmed=True, verified=False) + self._sum(confirmed=False, verified=False)
+
+    @property
+    def outstanding(self) -> Money:
+        return (self.expected - self.received - self.pending).max_zero()
+
+    @property
+    def overpaid(self) -> Money:
+        return (self.received - self.expected).max_zero()
+
+    @property
+    def late(self) -> bool:
+        return any(self.is_late(d) for d in self.deposits.values() if d.verified)
+
+    @property
+    def duplicate_reports(self) -> int:
+        return sum(d.reported_count - 1 for d in self.deposits.values())
+
+    @property
+    def coverage(self) -> Coverage:
+        received = self.received
+        if received.is_zero():
+            return Coverage.UNPAID
+        if received < self.expected:
+            return Coverage.PARTIAL
+        if received == self.expected:
+            return Coverage.EXACT
+        return Coverage.OVER
+
+    @property
+    def status(self) -> PaymentStatus:
+        """Money first: funds confirmed in time complete a payment whatever else was said."""
+        if self._sum(confirmed=True, on_time_only=True) >= self.expected:
+            return PaymentStatus.COMPLETED
+        if self.failed_reason is not None:
+            return PaymentStatus.FAILED
+        if self.expired_at is not None:
+            return PaymentStatus.EXPIRED
+        if self.pending.is_positive():
+            return PaymentStatus.CONFIRMING
+        return PaymentStatus.PENDING
