@@ -40,6 +40,24 @@ class PaymentStatus(StrEnum):
     FAILED = "failed"
 
 
+_OUTCOME_RANK = {
+    outcome.value: rank
+    for rank, outcome in enumerate(
+        [
+            ProviderPaymentOutcome.UNKNOWN,
+            ProviderPaymentOutcome.PENDING,
+            ProviderPaymentOutcome.CONFIRMING,
+            ProviderPaymentOutcome.PARTIALLY_PAID,
+            ProviderPaymentOutcome.SETTLING,
+            ProviderPaymentOutcome.EXPIRED,
+            ProviderPaymentOutcome.FAILED,
+            ProviderPaymentOutcome.PAID,
+            ProviderPaymentOutcome.OVERPAID,
+        ]
+    )
+}
+
+
 class Coverage(StrEnum):
     UNPAID = "unpaid"
     PARTIAL = "partial"
@@ -92,6 +110,7 @@ class Payment(ProviderRecordedAggregate):
         self.provider_status = provider_status
         self.provider_outcome = ProviderPaymentOutcome.PENDING.value
         self.provider_amount_reported: Decimal | None = None
+        self.provider_status_at: datetime | None = None
         self.expired_at: datetime | None = None
         self.expired_by = ""
         self.failed_reason: str | None = None
@@ -167,12 +186,20 @@ class Payment(ProviderRecordedAggregate):
             raise DepositAmountMustNotChange(
                 f"deposit {report.deposit_id} was {known.amount}, now reported as {amount}"
             )
-        if (report.confirmed and not known.confirmed) or (verified and not known.verified):
+        observed_at = utc(report.observed_at) if report.observed_at else received_at
+        if (
+            (report.confirmed and not known.confirmed)
+            or (verified and not known.verified)
+            or observed_at < known.observed_at
+        ):
+            # Facts about a deposit only accumulate (confirmed, verified, earliest sighting),
+            # so its reports may arrive in any order and leave the same deposit behind.
             self._deposit_confirmed(
                 deposit_id=report.deposit_id,
                 confirmations=max(report.confirmations, known.confirmations),
                 confirmed=known.confirmed or report.confirmed,
                 verified=known.verified or verified,
+                observed_at=min(observed_at, known.observed_at),
             )
         else:
             self._deposit_reported_again(deposit_id=report.deposit_id)
@@ -265,6 +292,7 @@ class Payment(ProviderRecordedAggregate):
         confirmations: int,
         confirmed: bool,  # noqa: FBT001
         verified: bool,  # noqa: FBT001
+        observed_at: datetime,
     ) -> None:
         known = self.deposits[deposit_id]
         self.deposits = {
@@ -274,6 +302,7 @@ class Payment(ProviderRecordedAggregate):
                 confirmations=confirmations,
                 confirmed=confirmed,
                 verified=verified,
+                observed_at=observed_at,
                 reported_count=known.reported_count + 1,
             ),
         }
@@ -295,10 +324,16 @@ class Payment(ProviderRecordedAggregate):
         reported_at: datetime,
         verified: bool,  # noqa: FBT001
     ) -> None:
-        self.provider_status = status_word
-        self.provider_outcome = outcome
-        if amount_paid_reported is not None:
-            self.provider_amount_reported = amount_paid_reported
+        # The provider's newest word wins, by its own clock, so that deliveries arriving out
+        # of order leave the same word behind; on a tie the more final outcome wins.
+        current = (self.provider_status_at, _OUTCOME_RANK.get(self.provider_outcome, 0))
+        incoming = (reported_at, _OUTCOME_RANK.get(outcome, 0))
+        if current[0] is None or incoming >= current:  # type: ignore[operator]
+            self.provider_status = status_word
+            self.provider_outcome = outcome
+            self.provider_status_at = reported_at
+            if amount_paid_reported is not None:
+                self.provider_amount_reported = amount_paid_reported
 
     @event("Expired")
     def _expired(self, at: datetime, by: str) -> None:
