@@ -247,6 +247,12 @@ class PostgresEventStore:
             return None
         return Claim(namespace, key, row["stream_id"], row["value"])
 
+    async def list_claims(self, namespace: str) -> list[Claim]:
+        rows = await self.pool.fetch(
+            "SELECT key, stream_id, value FROM claims WHERE namespace = $1 ORDER BY key", namespace
+        )
+        return [Claim(namespace, r["key"], r["stream_id"], r["value"]) for r in rows]
+
     async def stream_version(self, stream_id: str) -> int:
         version = await self.pool.fetchval(
             "SELECT coalesce(max(version), 0) FROM events WHERE stream_id = $1", stream_id

@@ -1,0 +1,358 @@
+"""Webhook ingestion: verify, record raw, translate, apply; nothing lost, nothing twice.
+
+Order of checks (API.md): size and provider are checked by the HTTP layer; then signature or
+token, JSON, the provider's shape. Every delivery ends as an event somewhere: in the stream of the
+payment or withdrawal it names (verified or not), or in a per-provider record stream (rejected,
+unreadable, unmatched). A duplicate is recorded and acknowledged and changes nothing.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from ledger.codec import decode_document
+from ledger.commands import (
+    PaymentReference,
+    PaymentUpdate,
+    ProviderBalanceReport,
+    Translation,
+    WithdrawalReference,
+    WithdrawalUpdate,
+)
+from ledger.errors import ConcurrencyConflict, LedgerError
+from ledger.payment import Payment
+from ledger.ports import Claim, ClaimTaken
+from ledger.recording import ProviderRecordedAggregate
+from ledger.withdrawal import Withdrawal
+
+from adapters.providers.contract import (
+    ProviderAdapter,
+    TokenScope,
+    Verification,
+    VerificationOutcome,
+    WebhookBodyInvalid,
+    WebhookDelivery,
+)
+from adapters.services.records import append_record
+from adapters.storage.postgres_store import PostgresEventStore
+from adapters.storage.repository import AggregateRepository
+
+log = logging.getLogger(__name__)
+
+SAVE_ATTEMPTS = 30
+_KEPT_HEADERS = ("content-type", "user-agent", "x-signature", "x-webhook-signature")
+
+
+def token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def payment_ref_claims(provider: str, provider_ref: str, order_id: str) -> list[tuple[str, str]]:
+    """The claim keys under which a payment can be found from a delivery."""
+    return [("payment_ref", f"{provider}:{provider_ref}"), ("payment_order", f"{provider}:{order_id}")]
+
+
+def withdrawal_ref_claims(provider: str, provider_ref: str | None, request_id: str) -> list[tuple[str, str]]:
+    keys = [("withdrawal_request", f"{provider}:{request_id}")]
+    if provider_ref:
+        keys.append(("withdrawal_ref", f"{provider}:{provider_ref}"))
+    return keys
+
+
+@dataclass(frozen=True, slots=True)
+class IngestResult:
+    status: int
+    outcome: str  # accepted, duplicate, unmatched, unverified, rejected, invalid
+    detail: str = ""
+
+
+def _body_text(body: bytes) -> dict[str, str]:
+    try:
+        return {"body": body.decode("utf-8")}
+    except UnicodeDecodeError:
+        return {"body_base64": base64.b64encode(body).decode()}
+
+
+class WebhookIngestion:
+    def __init__(
+        self,
+        store: PostgresEventStore,
+        adapters: Mapping[str, ProviderAdapter],
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.store = store
+        self.repository = AggregateRepository(store)
+        self.adapters = adapters
+        self.clock = clock
+
+    async def ingest(
+        self, provider: str, body: bytes, headers: Mapping[str, str], path_token: str | None = None
+    ) -> IngestResult:
+        adapter = self.adapters[provider]
+        received_at = self.clock()
+        delivery = WebhookDelivery(
+            provider=provider,
+            body=body,
+            headers={k.lower(): v for k, v in headers.items()},
+            path_token=path_token,
+            received_at=received_at,
+        )
+        document: dict[str, Any] = {
+            "provider": provider,
+            "received_at": received_at,
+            "headers": {k: v for k, v in delivery.headers.items() if k in _KEPT_HEADERS},
+            "path_token_sha256": token_hash(path_token) if path_token else None,
+            **_body_text(body),
+        }
+        try:
+            verification = adapter.webhooks.authenticate(delivery)
+            if verification.outcome is VerificationOutcome.REJECTED:
+                await self._record_attempt(provider, "rejected", document, verification.reason)
+                return IngestResult(401, "rejected", verification.reason)
+            translation = adapter.webhooks.translate(delivery)
+        except WebhookBodyInvalid as invalid:
+            await self._record_attempt(provider, "invalid", document, invalid.reason)
+            return IngestResult(400, "invalid", str(invalid))
+        document |= {
+            "dedupe_key": translation.dedupe_key,
+            "event_type": translation.event_type,
+            "verification": _verification_document(verification),
+        }
+        return await self.apply(provider, translation, document, verification)
+
+    async def _record_attempt(
+        self, provider: str, kind: str, document: dict[str, Any], reason: str
+    ) -> None:
+        await append_record(
+            self.store, f"deliveries-{kind}-{provider}", f"Delivery.{kind.capitalize()}",
+            {**document, "reason": reason},
+        )
+
+    async def apply(
+        self,
+        provider: str,
+        translation: Translation,
+        document: dict[str, Any],
+        verification: Verification,
+    ) -> IngestResult:
+        """Applies a translated delivery, retrying when a concurrent writer got there first."""
+        for _ in range(SAVE_ATTEMPTS):
+            try:
+                return await self._apply_once(provider, translation, document, verification)
+            except ConcurrencyConflict:
+                continue
+        raise ConcurrencyConflict(f"{provider} delivery {translation.dedupe_key}: gave up")
+
+    async def _apply_once(
+        self,
+        provider: str,
+        translation: Translation,
+        document: dict[str, Any],
+        verification: Verification,
+    ) -> IngestResult:
+        touched: dict[str, ProviderRecordedAggregate] = {}
+        outcomes: list[str] = []
+        for fact in translation.facts:
+            if isinstance(fact, ProviderBalanceReport):
+                outcomes.append(await self._record_balance(provider, fact, document))
+                continue
+            subject = await self._find_subject(fact)
+            if subject is None:
+                outcomes.append(await self._record_unmatched(provider, fact, document))
+                continue
+            subject = touched.get(str(subject.id), subject)
+            touched[str(subject.id)] = subject
+            outcomes.append(await self._apply_to_subject(subject, fact, document, verification))
+        if not translation.facts:
+            await append_record(self.store, f"deliveries-without-facts-{provider}",
+                                "Delivery.WithoutFacts", document)
+            outcomes.append("accepted")
+        if touched:
+            await self.repository.save(*touched.values())
+        return IngestResult(200, _summary(outcomes))
+
+    async def _find_subject(
+        self, fact: PaymentUpdate | WithdrawalUpdate
+    ) -> ProviderRecordedAggregate | None:
+        reference = fact.reference
+        if isinstance(reference, PaymentReference):
+            keys = [("payment_ref", f"{reference.provider}:{reference.provider_ref}"),
+                    ("payment_order", f"{reference.provider}:{reference.order_id}")]
+            aggregate_type: type[ProviderRecordedAggregate] = Payment
+            present = [reference.provider_ref, reference.order_id]
+        else:
+            assert isinstance(reference, WithdrawalReference)
+            keys = [("withdrawal_ref", f"{reference.provider}:{reference.provider_ref}"),
+                    ("withdrawal_request", f"{reference.provider}:{reference.request_id}")]
+            aggregate_type = Withdrawal
+            present = [reference.provider_ref, reference.request_id]
+        for (namespace, key), value in zip(keys, present, strict=True):
+            if value is None:
+                continue
+            claim = await self.store.find_claim(namespace, key)
+            if claim is not None:
+                return await self.repository.load(aggregate_type, claim.stream_id)
+        return None
+
+    async def _apply_to_subject(
+        self,
+        subject: ProviderRecordedAggregate,
+        fact: PaymentUpdate | WithdrawalUpdate,
+        document: dict[str, Any],
+        verification: Verification,
+    ) -> str:
+        key = str(document["dedupe_key"])
+        if subject.has_delivery(key):
+            subject.record_delivery({**document, "outcome": "duplicate"})
+            return "duplicate"
+        verified, reason = await self._verified_for(subject, fact, document, verification)
+        subject.record_delivery(
+            {**document, "outcome": "verified" if verified else "unverified", "subject_check": reason}
+        )
+        received_at = document["received_at"]
+        try:
+            if isinstance(subject, Payment) and isinstance(fact, PaymentUpdate):
+                subject.apply_update(fact, received_at=received_at, verified=verified)
+            elif isinstance(subject, Withdrawal) and isinstance(fact, WithdrawalUpdate):
+                subject.apply_update(fact, verified=verified)
+        except LedgerError as broken:
+            # Undo the partial effect by starting again from the stored state; keep the
+            # delivery and say why it moved nothing.
+            log.warning("delivery %s not applied: %s", key, broken)
+            fresh = await self.repository.load(type(subject), subject.id)
+            assert fresh is not None
+            subject.__dict__.clear()
+            subject.__dict__.update(fresh.__dict__)
+            subject.record_delivery({**document, "outcome": "not_applied"})
+            subject.record_application_error(key, broken.code, str(broken))
+            return "not_applied"
+        return "accepted" if verified else "unverified"
+
+    async def _verified_for(
+        self,
+        subject: ProviderRecordedAggregate,
+        fact: PaymentUpdate | WithdrawalUpdate,
+        document: dict[str, Any],
+        verification: Verification,
+    ) -> tuple[bool, str]:
+        """Whether this delivery may move this subject's money, and why not when it may not."""
+        if verification.outcome is not VerificationOutcome.VERIFIED:
+            return False, verification.reason
+        adapter = self.adapters[subject.provider]  # type: ignore[attr-defined]
+        if adapter.webhooks.token_scope is TokenScope.PER_SUBJECT:
+            presented = document.get("path_token_sha256")
+            claim = await self.store.find_claim("callback_token", str(presented)) if presented else None
+            if claim is None or claim.stream_id != str(subject.id):
+                return False, "token_not_for_this_subject"
+        if isinstance(subject, Payment) and isinstance(fact, PaymentUpdate):
+            address = fact.reference.pay_address
+            if address and subject.pay_address and address != subject.pay_address:
+                return False, "address_mismatch"
+        return True, ""
+
+    async def _record_unmatched(
+        self, provider: str, fact: PaymentUpdate | WithdrawalUpdate, document: dict[str, Any]
+    ) -> str:
+        reference = fact.reference
+        names = [
+            getattr(reference, "provider_ref", None),
+            getattr(reference, "order_id", None) or getattr(reference, "request_id", None),
+        ]
+        kind = "payment" if isinstance(fact, PaymentUpdate) else "withdrawal"
+        key = str(document["dedupe_key"])
+        # The claim both dedupes the unmatched delivery and indexes it for matching later.
+        claims = [
+            Claim(f"unmatched:{provider}:{kind}:{name}", key, f"unmatched-{provider}")
+            for name in names
+            if name
+        ]
+        try:
+            await append_record(
+                self.store,
+                f"unmatched-{provider}",
+                "Delivery.Unmatched",
+                {**document, "subject_type": kind, "references": [n for n in names if n]},
+                claims=claims,
+            )
+        except ClaimTaken:
+            return "duplicate"
+        return "unmatched"
+
+    async def _record_balance(
+        self, provider: str, fact: ProviderBalanceReport, document: dict[str, Any]
+    ) -> str:
+        try:
+            await append_record(
+                self.store,
+                f"provider-balances-{provider}",
+                "ProviderBalance.Reported",
+                {
+                    "delivery": document,
+                    "account": fact.account,
+                    "currency": fact.currency,
+                    "available": fact.available,
+                    "pending": fact.pending,
+                    "reported_at": fact.reported_at or document["received_at"],
+                    "verified": document["verification"]["outcome"] == "verified",
+                },
+                claims=[Claim("balance_delivery", f"{provider}:{document['dedupe_key']}",
+                              f"provider-balances-{provider}")],
+            )
+        except ClaimTaken:
+            return "duplicate"
+        return "accepted"
+
+    async def match_unmatched(self, provider: str, kind: str, names: list[str]) -> int:
+        """Applies deliveries that arrived before their subject was known. Returns how many."""
+        matched = 0
+        for name in names:
+            for claim in await self.store.list_claims(f"unmatched:{provider}:{kind}:{name}"):
+                record = await self._unmatched_record(provider, claim.key)
+                if record is None:
+                    continue
+                adapter = self.adapters[provider]
+                delivery = WebhookDelivery(
+                    provider=provider,
+                    body=str(record.get("body", "")).encode(),
+                    headers=record.get("headers", {}),
+                    received_at=datetime.fromisoformat(record["received_at"]),
+                )
+                translation = adapter.webhooks.translate(delivery)
+                verification = Verification(
+                    VerificationOutcome(record["verification"]["outcome"]),
+                    record["verification"]["scheme"],
+                    record["verification"]["reason"],
+                )
+                document = {**record, "received_at": delivery.received_at, "matched_later": True}
+                await self.apply(provider, translation, document, verification)
+                matched += 1
+        return matched
+
+    async def _unmatched_record(self, provider: str, dedupe_key: str) -> dict[str, Any] | None:
+        for event in await self.store.read_stream(f"unmatched-{provider}"):
+            document = decode_document(event.payload)
+            if document.get("dedupe_key") == dedupe_key:
+                return document
+        return None
+
+
+def _verification_document(verification: Verification) -> dict[str, str]:
+    return {
+        "outcome": verification.outcome.value,
+        "scheme": verification.scheme,
+        "reason": verification.reason,
+    }
+
+
+def _summary(outcomes: list[str]) -> str:
+    for outcome in ("not_applied", "unverified", "unmatched", "duplicate"):
+        if outcome in outcomes and all(o == outcome for o in outcomes):
+            return outcome
+    return "accepted" if "accepted" in outcomes else (outcomes[0] if outcomes else "accepted")
+
