@@ -35,6 +35,7 @@ STORE = web.AppKey("store", PostgresEventStore)
 INGESTION = web.AppKey("ingestion", WebhookIngestion)
 PAYMENTS = web.AppKey("payments", PaymentService)
 ADAPTERS = web.AppKey("adapters", dict)
+REQUEST_ID = web.RequestKey("request_id", str)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 

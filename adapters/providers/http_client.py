@@ -24,7 +24,8 @@ from ledger.money import loads_exact
 
 RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
 _SECRET_HEADERS = frozenset({"authorization", "cc-sign", "x-api-key"})
-_SECRET_FIELDS = ("password", "clientSecret", "client_secret", "refresh_token", "signature")
+_SECRET_FIELDS = ("password", "clientSecret", "client_secret", "refresh_token", "signature", "token",
+                  "access_token")
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,75 @@
+"""Real servers on loopback: a provider sandbox and the ledger's HTTP app on a real database."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from adapters.config import Settings
+from adapters.http.app import init_app
+from adapters.providers.http_client import RetryPolicy
+from adapters.providers.registry import build_adapters
+from adapters.storage.postgres_store import PostgresEventStore
+
+TOKEN = "test-token"
+FAST_RETRIES = RetryPolicy(attempts=3, base_delay_seconds=0.01, max_delay_seconds=0.05)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@asynccontextmanager
+async def serve(app: web.Application, port: int = 0) -> AsyncIterator[str]:
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", port)
+    await site.start()
+    bound = runner.addresses[0][1]
+    try:
+        yield f"http://127.0.0.1:{bound}"
+    finally:
+        await runner.cleanup()
+
+
+@dataclass
+class Ledger:
+    url: str
+    http: aiohttp.ClientSession
+    store: PostgresEventStore
+
+    async def call(self, method: str, path: str, **kwargs: Any) -> tuple[int, Any]:
+        headers = {"Authorization": f"Bearer {TOKEN}", **kwargs.pop("headers", {})}
+        async with self.http.request(method, self.url + path, headers=headers, **kwargs) as reply:
+            text = await reply.text()
+            try:
+                return reply.status, await reply.json(content_type=None)
+            except ValueError:
+                return reply.status, text
+
+
+@asynccontextmanager
+async def ledger_with(
+    store: PostgresEventStore, providers: dict[str, dict[str, Any]], port: int | None = None
+) -> AsyncIterator[Ledger]:
+    port = port or free_port()
+    settings = Settings(
+        public_url=f"http://127.0.0.1:{port}",
+        api={"tokens": [{"name": "tests", "token": TOKEN, "scopes": ["admin"]}]},
+        providers=providers,
+    )
+    adapters = build_adapters(settings.providers)
+    for adapter in adapters.values():
+        http = getattr(adapter.client, "_http", None) or getattr(adapter.client, "http", None)
+        if http is not None and hasattr(http, "policy"):
+            http.policy = FAST_RETRIES
+    async with serve(init_app(settings, store, adapters), port) as url, aiohttp.ClientSession() as http:
+        yield Ledger(url, http, store)
