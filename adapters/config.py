@@ -62,8 +62,11 @@ class Settings(BaseSettings):
 
     @classmethod
     def settings_customise_sources(
-        cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
-        *_others: PydanticBaseSettingsSource, **_named: PydanticBaseSettingsSource,
+        cls,
+        settings_cls: type[BaseSettings],  # noqa: ARG003 - the hook signature
+        init_settings: PydanticBaseSettingsSource,
+        *_others: PydanticBaseSettingsSource,
+        **_named: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         return (init_settings,)
 

@@ -26,7 +26,7 @@ AGGREGATE_TYPES: dict[str, type[Aggregate]] = {"Payment": Payment, "Withdrawal":
 _ENVELOPE_FIELDS = frozenset({"originator_id", "originator_version"})
 
 
-def _to_json(value: Any) -> Any:
+def _to_json(value: Any) -> Any:  # noqa: PLR0911 - one return per JSON-able type
     if isinstance(value, Decimal):
         return format(value, "f")
     if isinstance(value, datetime):
@@ -86,7 +86,7 @@ def _resolve_topic(topic: str) -> type:
     for part in qualname.split("."):
         found = getattr(found, part)
     if not (isinstance(found, type) and issubclass(found, Aggregate.Event)):
-        raise ValueError(f"event topic {topic!r} is not an aggregate event")
+        raise TypeError(f"event topic {topic!r} is not an aggregate event")
     return found
 
 
@@ -98,7 +98,9 @@ def _hints(event_class: type) -> dict[str, Any]:
 def _from_json(value: Any, hint: Any) -> Any:
     if value is None:
         return None
-    options = typing.get_args(hint) if typing.get_origin(hint) in {typing.Union, _UnionType} else (hint,)
+    options = (
+        typing.get_args(hint) if typing.get_origin(hint) in {typing.Union, _UnionType} else (hint,)
+    )
     if Decimal in options:
         return Decimal(value)
     if datetime in options:
@@ -117,7 +119,7 @@ def decode(recorded: RecordedEvent) -> Any:
     fields = {name: _from_json(value, hints.get(name, Any)) for name, value in state.items()}
     fields["originator_id"] = uuid.UUID(recorded.stream_id)
     fields["originator_version"] = recorded.version
-    domain_event = object.__new__(event_class)
+    domain_event: Any = object.__new__(event_class)
     domain_event.__dict__.update(fields)
     return domain_event
 
@@ -129,7 +131,7 @@ def decode_document(payload: bytes) -> Any:
 
 def rebuild(events: list[RecordedEvent]) -> Any:
     """Replays a stream into its aggregate; None for an empty stream."""
-    aggregate = None
+    aggregate: Any = None
     for recorded in events:
         aggregate = decode(recorded).mutate(aggregate)
     return aggregate

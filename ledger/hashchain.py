@@ -18,7 +18,7 @@ from ledger.errors import HashChainBroken
 GENESIS_HASH = bytes(32)
 
 
-def canonical_bytes(  # noqa: PLR0913 - every field of an event takes part in its hash
+def canonical_bytes(
     *,
     partition: int,
     position: int,

@@ -87,7 +87,8 @@ def quantize_exact(amount: Decimal, currency: str) -> Decimal:
     quantized = amount.quantize(exponent)
     if quantized != amount:
         raise AmountPrecisionExceedsCurrencyScale(
-            f"{amount} has more precision than {currency} allows ({currency_scale(currency)} places)"
+            f"{amount} has more precision than {currency} allows "
+            f"({currency_scale(currency)} places)"
         )
     return quantized
 

@@ -166,7 +166,9 @@ class Payment(ProviderRecordedAggregate):
         if update.status is not None:
             self.report_status(update.status, received_at=received_at, verified=verified)
 
-    def report_deposit(self, report: DepositReport, *, received_at: datetime, verified: bool) -> None:
+    def report_deposit(
+        self, report: DepositReport, *, received_at: datetime, verified: bool
+    ) -> None:
         amount = self._amount_in_expected_currency(report.amount, report.currency)
         if amount <= 0:
             raise AmountMustBePositive(f"deposit {report.deposit_id} amount must be positive")
@@ -268,14 +270,14 @@ class Payment(ProviderRecordedAggregate):
     # ------------------------------------------------------------------ events
 
     @event("DepositDetected")
-    def _deposit_detected(  # noqa: PLR0913 - a deposit's facts
+    def _deposit_detected(
         self,
         deposit_id: str,
         amount: Decimal,
         tx_hash: str | None,
         confirmations: int,
-        confirmed: bool,  # noqa: FBT001
-        verified: bool,  # noqa: FBT001
+        confirmed: bool,
+        verified: bool,
         observed_at: datetime,
     ) -> None:
         self.deposits = {
@@ -290,8 +292,8 @@ class Payment(ProviderRecordedAggregate):
         self,
         deposit_id: str,
         confirmations: int,
-        confirmed: bool,  # noqa: FBT001
-        verified: bool,  # noqa: FBT001
+        confirmed: bool,
+        verified: bool,
         observed_at: datetime,
     ) -> None:
         known = self.deposits[deposit_id]
@@ -322,13 +324,13 @@ class Payment(ProviderRecordedAggregate):
         outcome: str,
         amount_paid_reported: Decimal | None,
         reported_at: datetime,
-        verified: bool,  # noqa: FBT001
+        verified: bool,
     ) -> None:
         # The provider's newest word wins, by its own clock, so that deliveries arriving out
         # of order leave the same word behind; on a tie the more final outcome wins.
         current = (self.provider_status_at, _OUTCOME_RANK.get(self.provider_outcome, 0))
         incoming = (reported_at, _OUTCOME_RANK.get(outcome, 0))
-        if current[0] is None or incoming >= current:  # type: ignore[operator]
+        if current[0] is None or incoming >= current:
             self.provider_status = status_word
             self.provider_outcome = outcome
             self.provider_status_at = reported_at
@@ -401,7 +403,9 @@ class Payment(ProviderRecordedAggregate):
     @property
     def unverified(self) -> Money:
         """Reported only by deliveries the ledger could not authenticate: not received."""
-        return self._sum(confirmed=True, verified=False) + self._sum(confirmed=False, verified=False)
+        return self._sum(confirmed=True, verified=False) + self._sum(
+            confirmed=False, verified=False
+        )
 
     @property
     def outstanding(self) -> Money:

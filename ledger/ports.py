@@ -64,7 +64,7 @@ class Claim:
     value: str = ""
 
 
-class ClaimTaken(Exception):  # noqa: N818 - it is a condition, not a failure of code
+class ClaimTaken(Exception):
     def __init__(self, claim: Claim, holder: str) -> None:
         super().__init__(f"{claim.namespace}:{claim.key} is held by {holder}")
         self.claim = claim
@@ -93,8 +93,9 @@ class EventStore(Protocol):
         """
         ...
 
-    async def read_stream(self, stream_id: str, *, after_version: int = 0) -> list[RecordedEvent]:
-        ...
+    async def read_stream(
+        self, stream_id: str, *, after_version: int = 0
+    ) -> list[RecordedEvent]: ...
 
     def read_log(
         self, partition: int, *, after: int = 0, batch_size: int = 500

@@ -34,7 +34,9 @@ class ProviderRecordedAggregate(Aggregate):
         )
 
     @event("DeliveryRecorded")
-    def _delivery_recorded(self, dedupe_key: str, duplicate: bool, delivery: dict[str, Any]) -> None:  # noqa: FBT001 - event fields are keyword data
+    def _delivery_recorded(
+        self, dedupe_key: str, duplicate: bool, delivery: dict[str, Any]
+    ) -> None:
         self.delivery_keys = self.delivery_keys | {dedupe_key}
         self.deliveries_recorded += 1
 

@@ -6,14 +6,17 @@ repeating the state a withdrawal is already in changes nothing.
 
 from __future__ import annotations
 
-from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
 
 from eventsourcing.domain import event
 
 from ledger.commands import ProviderWithdrawalOutcome, WithdrawalUpdate
-from ledger.errors import AmountMustBePositive, WithdrawalAlreadyFinal, WithdrawalTransitionNotAllowed
+from ledger.errors import (
+    AmountMustBePositive,
+    WithdrawalAlreadyFinal,
+    WithdrawalTransitionNotAllowed,
+)
 from ledger.money import Money, quantize_exact
 from ledger.recording import ProviderRecordedAggregate
 
@@ -98,9 +101,7 @@ class Withdrawal(ProviderRecordedAggregate):
         self.address = address
         self.pay_currency = pay_currency
         self.customer_id = customer_id
-        self.fee = Money.of(
-            (fee_platform or Decimal(0)) + (fee_network or Decimal(0)), currency
-        )
+        self.fee = Money.of((fee_platform or Decimal(0)) + (fee_network or Decimal(0)), currency)
         self.fee_platform = fee_platform
         self.fee_network = fee_network
         self.status = WithdrawalStatus.REQUESTED
@@ -111,7 +112,7 @@ class Withdrawal(ProviderRecordedAggregate):
         self.failure_reason: str | None = None
 
     @classmethod
-    def request(  # noqa: PLR0913
+    def request(
         cls,
         *,
         provider: str,
@@ -149,9 +150,7 @@ class Withdrawal(ProviderRecordedAggregate):
         if target == self.status:
             return False
         if self.is_final:
-            raise WithdrawalAlreadyFinal(
-                f"withdrawal is {self.status}; cannot become {target}"
-            )
+            raise WithdrawalAlreadyFinal(f"withdrawal is {self.status}; cannot become {target}")
         if target not in _ALLOWED[self.status]:
             raise WithdrawalTransitionNotAllowed(f"{self.status} cannot become {target}")
         return True
@@ -246,7 +245,7 @@ class Withdrawal(ProviderRecordedAggregate):
         self.status = WithdrawalStatus(status)
 
     @event("ProviderStatusReported")
-    def _provider_status_reported(self, status_word: str, outcome: str, verified: bool) -> None:  # noqa: FBT001
+    def _provider_status_reported(self, status_word: str, outcome: str, verified: bool) -> None:
         self.provider_status = status_word
 
     @event("Completed")

@@ -18,7 +18,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--config", type=Path, help="TOML configuration file")
     parser.add_argument("-v", "--verbose", action="store_true")
     commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("demo", help="run the demo scenarios on the embedded (or configured) database")
+    commands.add_parser(
+        "demo", help="run the demo scenarios on the embedded (or configured) database"
+    )
     database = commands.add_parser("db", help="database maintenance")
     database_commands = database.add_subparsers(dest="db_command", required=True)
     database_commands.add_parser("migrate", help="apply pending schema migrations")

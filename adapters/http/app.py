@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import uuid
@@ -13,12 +14,6 @@ import asyncpg
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from ledger.errors import LedgerError
-from ledger.money import loads_exact, to_decimal
-from ledger.payment import Payment
-from ledger.ports import Claim, ClaimTaken
-from ledger.withdrawal import Withdrawal
-
 from adapters.config import Settings
 from adapters.http.problems import problem
 from adapters.http.views import event_view, payment_view, withdrawal_view
@@ -27,6 +22,11 @@ from adapters.services.ingestion import WebhookIngestion
 from adapters.services.payments import OrderAlreadyExists, PaymentService, UnknownProvider
 from adapters.storage.postgres_store import PostgresEventStore
 from adapters.storage.repository import AggregateRepository
+from ledger.errors import LedgerError
+from ledger.money import loads_exact, to_decimal
+from ledger.payment import Payment
+from ledger.ports import Claim, ClaimTaken
+from ledger.withdrawal import Withdrawal
 
 log = logging.getLogger(__name__)
 
@@ -91,8 +91,11 @@ async def problems(request: web.Request, handler: Handler) -> web.StreamResponse
         if http_error.status < 400:
             raise
         return problem(http_error.status, http_error.reason, http_error.text or "")
-    except (OSError, asyncpg.PostgresConnectionStatusError, asyncpg.InterfaceError,
-            asyncpg.CannotConnectNowError) as outage:
+    except (
+        OSError,
+        asyncpg.InterfaceError,
+        asyncpg.CannotConnectNowError,
+    ) as outage:
         log.warning("database unavailable: %s", outage)
         return problem(503, "Service Unavailable", "the database is unavailable; retry later")
 
@@ -122,7 +125,9 @@ async def _json_body(request: web.Request, model: type[_Request]) -> tuple[Any, 
     try:
         return model.model_validate(parsed), raw
     except ValidationError as error:
-        missing = any(e["type"] == "missing" or e["type"] == "extra_forbidden" for e in error.errors())
+        missing = any(
+            e["type"] == "missing" or e["type"] == "extra_forbidden" for e in error.errors()
+        )
         status = web.HTTPBadRequest if missing else web.HTTPUnprocessableEntity
         raise status(reason=status.__name__.removeprefix("HTTP"), text=str(error)) from None
 
@@ -173,12 +178,13 @@ async def _idempotent(
 async def _take_idempotency_claim(request: web.Request, claim: Claim | None, stream: str) -> None:
     if claim is None:
         return
-    try:
+    # A concurrent retry with the same key may take it first; both answer the same order.
+    with contextlib.suppress(ClaimTaken):
         await request.app[STORE].append(
-            [], expected_versions={}, claims=[Claim(claim.namespace, claim.key, stream, claim.value)]
+            [],
+            expected_versions={},
+            claims=[Claim(claim.namespace, claim.key, stream, claim.value)],
         )
-    except ClaimTaken:
-        pass  # a concurrent retry with the same key took it first; both answer the same order
 
 
 async def create_payment(request: web.Request) -> web.Response:
@@ -195,8 +201,12 @@ async def create_payment(request: web.Request) -> web.Response:
     except UnknownProvider:
         return problem(422, "Unprocessable Entity", f"provider {body.provider!r} is not configured")
     except OrderAlreadyExists as exists:
-        return problem(409, "Conflict", f"order {body.order_id} already exists",
-                       payment_id=exists.existing_stream)
+        return problem(
+            409,
+            "Conflict",
+            f"order {body.order_id} already exists",
+            payment_id=exists.existing_stream,
+        )
     except ProviderCallFailed as failure:
         return problem(502, "Bad Gateway", str(failure))
     except LedgerError as broken:
@@ -238,8 +248,12 @@ async def create_withdrawal(request: web.Request) -> web.Response:
     except UnknownProvider:
         return problem(422, "Unprocessable Entity", f"provider {body.provider!r} is not configured")
     except OrderAlreadyExists as exists:
-        return problem(409, "Conflict", f"request {body.request_id} already exists",
-                       withdrawal_id=exists.existing_stream)
+        return problem(
+            409,
+            "Conflict",
+            f"request {body.request_id} already exists",
+            withdrawal_id=exists.existing_stream,
+        )
     except ProviderCallFailed as failure:
         return problem(502, "Bad Gateway", str(failure))
     except LedgerError as broken:
@@ -279,8 +293,9 @@ async def readyz(request: web.Request) -> web.Response:
 def init_app(
     settings: Settings, store: PostgresEventStore, adapters: Mapping[str, ProviderAdapter]
 ) -> web.Application:
-    app = web.Application(middlewares=[request_ids, problems],
-                          client_max_size=settings.max_body_bytes + 1)
+    app = web.Application(
+        middlewares=[request_ids, problems], client_max_size=settings.max_body_bytes + 1
+    )
     ingestion = WebhookIngestion(store, adapters)
     app[SETTINGS] = settings
     app[STORE] = store

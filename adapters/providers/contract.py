@@ -148,7 +148,9 @@ class ProviderClient(Protocol):
     async def query_payment(
         self, provider_ref: str, order_id: str, record: ExchangeRecorder
     ) -> Translation:
-        """Asks the provider for the payment's state; raises OperationNotSupported if it has none."""
+        """Asks the provider for the payment's state.
+
+        Raises OperationNotSupported where the provider documents no status query."""
         ...
 
     async def fetch_balances(self, record: ExchangeRecorder) -> list[ProviderBalanceReport]:

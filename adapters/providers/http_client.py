@@ -10,12 +10,12 @@ import asyncio
 import json
 import random
 import time
-from urllib.parse import urlencode
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
+from urllib.parse import urlencode
 
 import aiohttp
 
@@ -24,8 +24,15 @@ from ledger.money import loads_exact
 
 RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
 _SECRET_HEADERS = frozenset({"authorization", "cc-sign", "x-api-key"})
-_SECRET_FIELDS = ("password", "clientSecret", "client_secret", "refresh_token", "signature", "token",
-                  "access_token")
+_SECRET_FIELDS = (
+    "password",
+    "clientSecret",
+    "client_secret",
+    "refresh_token",
+    "signature",
+    "token",
+    "access_token",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,7 +103,7 @@ class ProviderHttp:
         if self._session is not None:
             await self._session.close()
 
-    async def request(  # noqa: PLR0913 - each argument is one part of an HTTP request
+    async def request(
         self,
         operation: str,
         method: str,
@@ -133,16 +140,37 @@ class ProviderHttp:
             except (aiohttp.ClientError, TimeoutError) as error:
                 last_error = f"{type(error).__name__}: {error}"
                 await record(
-                    self._exchange(operation, method, url, attempt, body_text, send_headers, at,
-                                   started, status=None, response_body=None, error=last_error)
+                    self._exchange(
+                        operation,
+                        method,
+                        url,
+                        attempt,
+                        body_text,
+                        send_headers,
+                        at,
+                        started,
+                        status=None,
+                        response_body=None,
+                        error=last_error,
+                    )
                 )
                 if attempt < attempts:
                     await asyncio.sleep(self.policy.delay(attempt))
                 continue
             await record(
-                self._exchange(operation, method, url, attempt, body_text, send_headers, at,
-                               started, status=result.status,
-                               response_body=raw.decode("utf-8", "replace"), error=None)
+                self._exchange(
+                    operation,
+                    method,
+                    url,
+                    attempt,
+                    body_text,
+                    send_headers,
+                    at,
+                    started,
+                    status=result.status,
+                    response_body=raw.decode("utf-8", "replace"),
+                    error=None,
+                )
             )
             if result.status in RETRYABLE_STATUSES and attempt < attempts:
                 last_error = f"HTTP {result.status}"
@@ -174,8 +202,9 @@ class ProviderHttp:
             attempt=attempt,
             request_body=redact_body(body_text),
             status=status,
-            response_body=redact_body(response_body) if operation.startswith("login") else
-            response_body,
+            response_body=redact_body(response_body)
+            if operation.startswith("login")
+            else response_body,
             error=error,
             duration_ms=int((time.monotonic() - started) * 1000),
             at=at,

@@ -16,6 +16,17 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from adapters.providers.contract import (
+    ProviderAdapter,
+    TokenScope,
+    Verification,
+    VerificationOutcome,
+    WebhookBodyInvalid,
+    WebhookDelivery,
+)
+from adapters.services.records import append_record
+from adapters.storage.postgres_store import PostgresEventStore
+from adapters.storage.repository import AggregateRepository
 from ledger.codec import decode_document
 from ledger.commands import (
     PaymentReference,
@@ -31,18 +42,6 @@ from ledger.ports import Claim, ClaimTaken
 from ledger.recording import ProviderRecordedAggregate
 from ledger.withdrawal import Withdrawal
 
-from adapters.providers.contract import (
-    ProviderAdapter,
-    TokenScope,
-    Verification,
-    VerificationOutcome,
-    WebhookBodyInvalid,
-    WebhookDelivery,
-)
-from adapters.services.records import append_record
-from adapters.storage.postgres_store import PostgresEventStore
-from adapters.storage.repository import AggregateRepository
-
 log = logging.getLogger(__name__)
 
 SAVE_ATTEMPTS = 30
@@ -55,10 +54,15 @@ def token_hash(token: str) -> str:
 
 def payment_ref_claims(provider: str, provider_ref: str, order_id: str) -> list[tuple[str, str]]:
     """The claim keys under which a payment can be found from a delivery."""
-    return [("payment_ref", f"{provider}:{provider_ref}"), ("payment_order", f"{provider}:{order_id}")]
+    return [
+        ("payment_ref", f"{provider}:{provider_ref}"),
+        ("payment_order", f"{provider}:{order_id}"),
+    ]
 
 
-def withdrawal_ref_claims(provider: str, provider_ref: str | None, request_id: str) -> list[tuple[str, str]]:
+def withdrawal_ref_claims(
+    provider: str, provider_ref: str | None, request_id: str
+) -> list[tuple[str, str]]:
     keys = [("withdrawal_request", f"{provider}:{request_id}")]
     if provider_ref:
         keys.append(("withdrawal_ref", f"{provider}:{provider_ref}"))
@@ -130,7 +134,9 @@ class WebhookIngestion:
         self, provider: str, kind: str, document: dict[str, Any], reason: str
     ) -> None:
         await append_record(
-            self.store, f"deliveries-{kind}-{provider}", f"Delivery.{kind.capitalize()}",
+            self.store,
+            f"deliveries-{kind}-{provider}",
+            f"Delivery.{kind.capitalize()}",
             {**document, "reason": reason},
         )
 
@@ -170,8 +176,12 @@ class WebhookIngestion:
             touched[str(subject.id)] = subject
             outcomes.append(await self._apply_to_subject(subject, fact, document, verification))
         if not translation.facts:
-            await append_record(self.store, f"deliveries-without-facts-{provider}",
-                                "Delivery.WithoutFacts", document)
+            await append_record(
+                self.store,
+                f"deliveries-without-facts-{provider}",
+                "Delivery.WithoutFacts",
+                document,
+            )
             outcomes.append("accepted")
         if touched:
             await self.repository.save(*touched.values())
@@ -182,14 +192,18 @@ class WebhookIngestion:
     ) -> ProviderRecordedAggregate | None:
         reference = fact.reference
         if isinstance(reference, PaymentReference):
-            keys = [("payment_ref", f"{reference.provider}:{reference.provider_ref}"),
-                    ("payment_order", f"{reference.provider}:{reference.order_id}")]
+            keys = [
+                ("payment_ref", f"{reference.provider}:{reference.provider_ref}"),
+                ("payment_order", f"{reference.provider}:{reference.order_id}"),
+            ]
             aggregate_type: type[ProviderRecordedAggregate] = Payment
             present = [reference.provider_ref, reference.order_id]
         else:
             assert isinstance(reference, WithdrawalReference)
-            keys = [("withdrawal_ref", f"{reference.provider}:{reference.provider_ref}"),
-                    ("withdrawal_request", f"{reference.provider}:{reference.request_id}")]
+            keys = [
+                ("withdrawal_ref", f"{reference.provider}:{reference.provider_ref}"),
+                ("withdrawal_request", f"{reference.provider}:{reference.request_id}"),
+            ]
             aggregate_type = Withdrawal
             present = [reference.provider_ref, reference.request_id]
         for (namespace, key), value in zip(keys, present, strict=True):
@@ -213,7 +227,11 @@ class WebhookIngestion:
             return "duplicate"
         verified, reason = await self._verified_for(subject, fact, document, verification)
         subject.record_delivery(
-            {**document, "outcome": "verified" if verified else "unverified", "subject_check": reason}
+            {
+                **document,
+                "outcome": "verified" if verified else "unverified",
+                "subject_check": reason,
+            }
         )
         received_at = document["received_at"]
         try:
@@ -247,7 +265,9 @@ class WebhookIngestion:
         adapter = self.adapters[subject.provider]  # type: ignore[attr-defined]
         if adapter.webhooks.token_scope is TokenScope.PER_SUBJECT:
             presented = document.get("path_token_sha256")
-            claim = await self.store.find_claim("callback_token", str(presented)) if presented else None
+            claim = (
+                await self.store.find_claim("callback_token", str(presented)) if presented else None
+            )
             if claim is None or claim.stream_id != str(subject.id):
                 return False, "token_not_for_this_subject"
         if isinstance(subject, Payment) and isinstance(fact, PaymentUpdate):
@@ -301,8 +321,13 @@ class WebhookIngestion:
                     "reported_at": fact.reported_at or document["received_at"],
                     "verified": document["verification"]["outcome"] == "verified",
                 },
-                claims=[Claim("balance_delivery", f"{provider}:{document['dedupe_key']}",
-                              f"provider-balances-{provider}")],
+                claims=[
+                    Claim(
+                        "balance_delivery",
+                        f"{provider}:{document['dedupe_key']}",
+                        f"provider-balances-{provider}",
+                    )
+                ],
             )
         except ClaimTaken:
             return "duplicate"
@@ -336,7 +361,7 @@ class WebhookIngestion:
 
     async def _unmatched_record(self, provider: str, dedupe_key: str) -> dict[str, Any] | None:
         for event in await self.store.read_stream(f"unmatched-{provider}"):
-            document = decode_document(event.payload)
+            document: dict[str, Any] = decode_document(event.payload)
             if document.get("dedupe_key") == dedupe_key:
                 return document
         return None
@@ -355,4 +380,3 @@ def _summary(outcomes: list[str]) -> str:
         if outcome in outcomes and all(o == outcome for o in outcomes):
             return outcome
     return "accepted" if "accepted" in outcomes else (outcomes[0] if outcomes else "accepted")
-

@@ -10,11 +10,6 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from ledger.money import Money
-from ledger.payment import Payment
-from ledger.ports import Claim
-from ledger.withdrawal import Withdrawal
-
 from adapters.config import Settings
 from adapters.providers.contract import (
     CreatePaymentRequest,
@@ -28,13 +23,17 @@ from adapters.services.ingestion import WebhookIngestion, token_hash
 from adapters.services.records import append_record
 from adapters.storage.postgres_store import PostgresEventStore
 from adapters.storage.repository import AggregateRepository
+from ledger.money import Money
+from ledger.payment import Payment
+from ledger.ports import Claim
+from ledger.withdrawal import Withdrawal
 
 
-class UnknownProvider(Exception):  # noqa: N818 - names the condition
+class UnknownProvider(Exception):
     pass
 
 
-class OrderAlreadyExists(Exception):  # noqa: N818
+class OrderAlreadyExists(Exception):
     def __init__(self, existing_stream: str) -> None:
         super().__init__(f"order already exists as {existing_stream}")
         self.existing_stream = existing_stream
@@ -76,7 +75,7 @@ class PaymentService:
             return self.settings.webhook_url(adapter.name, configured or None), None
         return self.settings.webhook_url(adapter.name), None
 
-    async def create_payment(  # noqa: PLR0913 - the fields of API.md's payment request
+    async def create_payment(
         self,
         *,
         provider: str,
@@ -100,9 +99,14 @@ class PaymentService:
             exchanges.append(exchange)
 
         request = CreatePaymentRequest(
-            order_id=order_id, amount=price.amount, currency=currency, callback_url=callback_url,
-            pay_currency=pay_currency, expires_in_minutes=expires_in_minutes,
-            description=f"order {order_id}", customer_id=customer_id,
+            order_id=order_id,
+            amount=price.amount,
+            currency=currency,
+            callback_url=callback_url,
+            pay_currency=pay_currency,
+            expires_in_minutes=expires_in_minutes,
+            description=f"order {order_id}",
+            customer_id=customer_id,
         )
         try:
             created = await adapter.client.create_payment(request, record)
@@ -142,7 +146,7 @@ class PaymentService:
             await self.repository.save(payment)
         return payment
 
-    async def create_withdrawal(  # noqa: PLR0913
+    async def create_withdrawal(
         self,
         *,
         provider: str,
@@ -158,8 +162,12 @@ class PaymentService:
         if existing is not None:
             raise OrderAlreadyExists(existing.stream_id)
         withdrawal = Withdrawal.request(
-            provider=provider, request_id=request_id, amount=Money.of(amount, currency),
-            address=address, pay_currency=pay_currency, customer_id=customer_id,
+            provider=provider,
+            request_id=request_id,
+            amount=Money.of(amount, currency),
+            address=address,
+            pay_currency=pay_currency,
+            customer_id=customer_id,
         )
         callback_url, token = self._callback(adapter)
         stream = str(withdrawal.id)
@@ -175,8 +183,12 @@ class PaymentService:
             exchanges.append(exchange)
 
         request = CreateWithdrawalRequest(
-            request_id=request_id, amount=withdrawal.requested.amount, currency=currency,
-            address=address, callback_url=callback_url, pay_currency=pay_currency,
+            request_id=request_id,
+            amount=withdrawal.requested.amount,
+            currency=currency,
+            address=address,
+            callback_url=callback_url,
+            pay_currency=pay_currency,
         )
         try:
             created = await adapter.client.create_withdrawal(request, record)
@@ -189,12 +201,16 @@ class PaymentService:
             raise
         for exchange in exchanges:
             withdrawal.record_exchange(exchange_document(exchange))
-        withdrawal.submit(created.provider_ref, created.provider_status,
-                          created.fee_platform, created.fee_network)
-        await self.repository.save(
-            withdrawal, claims=[Claim("withdrawal_ref", f"{provider}:{created.provider_ref}", stream)]
+        withdrawal.submit(
+            created.provider_ref, created.provider_status, created.fee_platform, created.fee_network
         )
-        await self.ingestion.match_unmatched(provider, "withdrawal", [created.provider_ref, request_id])
+        await self.repository.save(
+            withdrawal,
+            claims=[Claim("withdrawal_ref", f"{provider}:{created.provider_ref}", stream)],
+        )
+        await self.ingestion.match_unmatched(
+            provider, "withdrawal", [created.provider_ref, request_id]
+        )
         return withdrawal
 
     async def _record_failed_call(

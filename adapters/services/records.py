@@ -9,11 +9,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from adapters.storage.postgres_store import PostgresEventStore
 from ledger.codec import dumps_canonical
 from ledger.errors import ConcurrencyConflict
 from ledger.ports import Claim, NewEvent, RecordedEvent
-
-from adapters.storage.postgres_store import PostgresEventStore
 
 APPEND_ATTEMPTS = 50
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from importlib import resources
 
-import asyncpg
+from adapters.storage.postgres_store import AnyConnection
 
 log = logging.getLogger(__name__)
 _LOCK_KEY = 7_343_001  # any constant shared by every process of this service
@@ -25,7 +25,7 @@ def available_migrations() -> list[tuple[int, str, str]]:
     return sorted(found)
 
 
-async def migrate(connection: asyncpg.Connection) -> list[str]:
+async def migrate(connection: AnyConnection) -> list[str]:
     """Applies what is missing; returns the names applied."""
     await connection.execute("SELECT pg_advisory_lock($1)", _LOCK_KEY)
     try:
@@ -34,7 +34,9 @@ async def migrate(connection: asyncpg.Connection) -> list[str]:
             " version integer PRIMARY KEY, name text NOT NULL,"
             " applied_at timestamptz NOT NULL DEFAULT now())"
         )
-        done = {r["version"] for r in await connection.fetch("SELECT version FROM schema_migrations")}
+        done = {
+            r["version"] for r in await connection.fetch("SELECT version FROM schema_migrations")
+        }
         applied = []
         for number, name, sql in available_migrations():
             if number in done:

@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
 
 import asyncpg
+from asyncpg.pool import PoolConnectionProxy
 
 from ledger.errors import ConcurrencyConflict
 from ledger.hashchain import canonical_bytes, chain_hash
@@ -21,12 +22,15 @@ from ledger.ports import Claim, ClaimTaken, Head, NewEvent, RecordedEvent, parti
 
 NOTIFY_CHANNEL = "ledger_events"
 
+# A pooled connection is a proxy of a connection; both speak the same API.
+AnyConnection = asyncpg.Connection | PoolConnectionProxy
+
 _SELECT_COLUMNS = (
     "partition, position, stream_id, version, type, payload, metadata, recorded_at, prev_hash, hash"
 )
 
 
-async def _init_connection(connection: asyncpg.Connection) -> None:
+async def _init_connection(connection: AnyConnection) -> None:
     await connection.set_type_codec(
         "jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog"
     )
@@ -97,6 +101,7 @@ class PostgresEventStore:
             )
             await self._check_expected_versions(connection, expected_versions)
             await self._take_claims(connection, claims)
+            assert head is not None, f"partition {partition} has no head row: run migrations"
             recorded = self._chain(partition, head["position"], bytes(head["hash"]), events)
             if recorded:
                 await self._insert(connection, recorded)
@@ -108,12 +113,13 @@ class PostgresEventStore:
                     last.hash,
                 )
                 # A hint for tailing readers; they poll as well, so a lost one stalls nothing.
-                await connection.execute("SELECT pg_notify($1, $2)", NOTIFY_CHANNEL,
-                                         f"{partition}:{last.position}")
+                await connection.execute(
+                    "SELECT pg_notify($1, $2)", NOTIFY_CHANNEL, f"{partition}:{last.position}"
+                )
             return recorded
 
     async def _check_expected_versions(
-        self, connection: asyncpg.Connection, expected_versions: dict[str, int]
+        self, connection: AnyConnection, expected_versions: dict[str, int]
     ) -> None:
         rows = await connection.fetch(
             "SELECT stream_id, max(version) AS version FROM events"
@@ -128,7 +134,7 @@ class PostgresEventStore:
                     f"writer expected {expected}"
                 )
 
-    async def _take_claims(self, connection: asyncpg.Connection, claims: Sequence[Claim]) -> None:
+    async def _take_claims(self, connection: AnyConnection, claims: Sequence[Claim]) -> None:
         for claim in claims:
             holder = await connection.fetchval(
                 "INSERT INTO claims (namespace, key, stream_id, value) VALUES ($1, $2, $3, $4)"
@@ -182,9 +188,9 @@ class PostgresEventStore:
         return recorded
 
     @staticmethod
-    async def _insert(connection: asyncpg.Connection, recorded: list[RecordedEvent]) -> None:
+    async def _insert(connection: AnyConnection, recorded: list[RecordedEvent]) -> None:
         await connection.execute(
-            "INSERT INTO events (" + _SELECT_COLUMNS + ")"
+            "INSERT INTO events (" + _SELECT_COLUMNS + ")"  # noqa: S608 - constant columns
             " SELECT * FROM unnest($1::int[], $2::bigint[], $3::text[], $4::int[], $5::text[],"
             " $6::bytea[], $7::jsonb[], $8::timestamptz[], $9::bytea[], $10::bytea[])",
             [e.partition for e in recorded],
@@ -237,6 +243,7 @@ class PostgresEventStore:
         row = await self.pool.fetchrow(
             "SELECT position, hash FROM log_heads WHERE partition = $1", partition
         )
+        assert row is not None, f"partition {partition} has no head row: run migrations"
         return Head(partition, row["position"], bytes(row["hash"]))
 
     async def find_claim(self, namespace: str, key: str) -> Claim | None:
@@ -258,4 +265,3 @@ class PostgresEventStore:
             "SELECT coalesce(max(version), 0) FROM events WHERE stream_id = $1", stream_id
         )
         return int(version)
-

@@ -22,7 +22,9 @@ class AggregateRepository:
     def __init__(self, store: EventStore) -> None:
         self.store = store
 
-    async def load(self, aggregate_type: type[AggregateT], aggregate_id: uuid.UUID | str) -> AggregateT | None:
+    async def load(
+        self, aggregate_type: type[AggregateT], aggregate_id: uuid.UUID | str
+    ) -> AggregateT | None:
         events = await self.store.read_stream(str(aggregate_id))
         if not events:
             return None
