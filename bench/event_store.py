@@ -1,4 +1,4 @@
-# ruff: noqa: CPY001 - no file in this project carries a copyright header
+
 """Event store throughput beside a raw-asyncpg baseline measured in the same run.
 
     python bench/event_store.py [--dsn DSN] [--events N] [--rounds R] ...

@@ -64,14 +64,16 @@ def redact_body(body: str | None) -> str | None:
     if body is None:
         return None
     try:
-        parsed = json.loads(body)
+        parsed = loads_exact(body)  # exact: a recorded 100.50 stays 100.50
     except ValueError:
         parsed = None
     if isinstance(parsed, dict):
+        if not any(key in parsed for key in _SECRET_FIELDS):
+            return body  # nothing to hide: keep the bytes exactly as sent
         for key in _SECRET_FIELDS:
             if key in parsed:
                 parsed[key] = "***"
-        return json.dumps(parsed, sort_keys=True)
+        return dumps_exact(parsed)
     # Form-encoded bodies (OAuth2 client credentials).
     parts = []
     for pair in body.split("&"):

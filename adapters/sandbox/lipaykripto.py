@@ -1,4 +1,4 @@
-# ruff: noqa: CPY001 - the project carries no per-file copyright notice
+
 """A LiPayKripto stand-in: the documented endpoints and auth, in memory, plus scenario controls.
 
 Provider API (POST only; any other method gets 405, as the document warns):

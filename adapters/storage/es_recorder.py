@@ -1,4 +1,4 @@
-# ruff: noqa: CPY001 - the project has no copyright notice (every file would fail it)
+
 """eventsourcing's `ApplicationRecorder` over our own event store and tables.
 
 eventsourcing 9.5 is synchronous; our store is asyncpg. The recorder runs a private asyncio event

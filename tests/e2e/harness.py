@@ -71,5 +71,8 @@ async def ledger_with(
         http = getattr(adapter.client, "_http", None) or getattr(adapter.client, "http", None)
         if http is not None and hasattr(http, "policy"):
             http.policy = FAST_RETRIES
-    async with serve(init_app(settings, store, adapters), port) as url, aiohttp.ClientSession() as http:
+    async with (
+        serve(init_app(settings, store, adapters), port) as url,
+        aiohttp.ClientSession() as http,
+    ):
         yield Ledger(url, http, store)

@@ -1,4 +1,4 @@
-"""LiPayKripto end to end: ledger + sandbox on loopback, unsigned webhooks with per-payment tokens."""
+"""LiPayKripto end to end: ledger and sandbox on loopback, unsigned webhooks, per-payment tokens."""
 
 from __future__ import annotations
 
@@ -14,25 +14,37 @@ CONFIG = SandboxConfig(client_id="lpk-client", client_secret="lpk-secret", hmac_
 @pytest.fixture
 async def ledger(store):
     async with serve(create_sandbox_app(CONFIG)) as sandbox_url:
-        tables = {"lipaykripto": {"base_url": sandbox_url, "client_id": CONFIG.client_id,
-                                  "client_secret": CONFIG.client_secret,
-                                  "hmac_secret": CONFIG.hmac_secret}}
+        tables = {
+            "lipaykripto": {
+                "base_url": sandbox_url,
+                "client_id": CONFIG.client_id,
+                "client_secret": CONFIG.client_secret,
+                "hmac_secret": CONFIG.hmac_secret,
+            }
+        }
         async with ledger_with(store, tables, free_port()) as ledger:
             ledger.sandbox_url = sandbox_url
             yield ledger
 
 
 async def create(ledger, order_id: str, amount: str = "100.00") -> dict:
-    status, body = await ledger.call("POST", "/v1/payments", json={
-        "provider": "lipaykripto", "order_id": order_id, "amount": amount, "currency": "TRY"})
+    status, body = await ledger.call(
+        "POST",
+        "/v1/payments",
+        json={"provider": "lipaykripto", "order_id": order_id, "amount": amount, "currency": "TRY"},
+    )
     assert 201 == status, body
     return body
 
 
 async def scenario(ledger, provider_ref: str, name: str) -> dict:
-    async with aiohttp.ClientSession() as http, http.post(
-        f"{ledger.sandbox_url}/_sandbox/payments/{provider_ref}/scenario", json={"scenario": name}
-    ) as reply:
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(
+            f"{ledger.sandbox_url}/_sandbox/payments/{provider_ref}/scenario",
+            json={"scenario": name},
+        ) as reply,
+    ):
         assert 200 == reply.status, await reply.text()
         return await reply.json()
 
@@ -58,8 +70,12 @@ async def test_scenario_ends_in_the_right_state(ledger, name, status, coverage, 
 
 async def test_a_delivery_without_the_callback_token_is_recorded_but_moves_no_money(ledger):
     payment = await create(ledger, "ORDER_untokened")
-    body = {"try_amount": 100.00, "client_id": CONFIG.client_id, "payment_id": "ORDER_untokened",
-            "status": "confirmed"}
+    body = {
+        "try_amount": 100.00,
+        "client_id": CONFIG.client_id,
+        "payment_id": "ORDER_untokened",
+        "status": "confirmed",
+    }
     status, reply = await ledger.call("POST", "/v1/webhooks/lipaykripto", json=body)
     assert (200, "unverified") == (status, reply["outcome"])
     _, view = await ledger.call("GET", f"/v1/payments/{payment['payment_id']}")
@@ -70,8 +86,12 @@ async def test_a_delivery_without_the_callback_token_is_recorded_but_moves_no_mo
 
 async def test_a_wrong_client_id_is_401_and_recorded(ledger):
     payment = await create(ledger, "ORDER_wrongclient")
-    body = {"try_amount": 100.00, "client_id": "someone-else", "payment_id": "ORDER_wrongclient",
-            "status": "confirmed"}
+    body = {
+        "try_amount": 100.00,
+        "client_id": "someone-else",
+        "payment_id": "ORDER_wrongclient",
+        "status": "confirmed",
+    }
     status, reply = await ledger.call("POST", "/v1/webhooks/lipaykripto/anytoken", json=body)
     assert 401 == status
     assert "application/problem+json" not in str(reply) or reply["status"] == 401
@@ -85,5 +105,7 @@ async def test_malformed_bodies_are_400_and_unknown_providers_404(ledger):
     assert 400 == status
     status, _ = await ledger.call("POST", "/v1/webhooks/nosuchprovider", json={})
     assert 404 == status
-    status, _ = await ledger.call("POST", "/v1/webhooks/lipaykripto/t", data=b"x" * (1024 * 1024 + 10))
+    status, _ = await ledger.call(
+        "POST", "/v1/webhooks/lipaykripto/t", data=b"x" * (1024 * 1024 + 10)
+    )
     assert 413 == status

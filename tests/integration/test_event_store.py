@@ -65,9 +65,13 @@ async def test_concurrent_appends_to_one_stream_exactly_one_wins(store):
 
 
 async def test_taken_claim_refuses_the_whole_append(store):
-    await store.append([new("a", 1)], expected_versions={"a": 0}, claims=[Claim("dedupe", "k", "a")])
+    await store.append(
+        [new("a", 1)], expected_versions={"a": 0}, claims=[Claim("dedupe", "k", "a")]
+    )
     with pytest.raises(ClaimTaken) as caught:
-        await store.append([new("b", 1)], expected_versions={"b": 0}, claims=[Claim("dedupe", "k", "b")])
+        await store.append(
+            [new("b", 1)], expected_versions={"b": 0}, claims=[Claim("dedupe", "k", "b")]
+        )
     assert "a" == caught.value.holder
     assert [] == await store.read_stream("b")
     assert "a" == (await store.find_claim("dedupe", "k")).stream_id

@@ -1,4 +1,4 @@
-# ruff: noqa: CPY001 - the project has no copyright notice (every file would fail it)
+
 """eventsourcing's own recorder contract tests, run against `LedgerApplicationRecorder`.
 
 These are unittest classes (collected by pytest) and synchronous: no pytest-asyncio fixtures.

@@ -60,7 +60,9 @@ def test_non_finite_amounts_are_refused():
 
 
 def test_provider_json_numbers_parse_without_a_float_round_trip():
-    parsed = loads_exact(b'{"amount": 0.1000000000000000055511151231257827, "eth": 1.000000000000000001}')
+    parsed = loads_exact(
+        b'{"amount": 0.1000000000000000055511151231257827, "eth": 1.000000000000000001}'
+    )
     assert Decimal("0.1000000000000000055511151231257827") == parsed["amount"]
     assert Decimal("1.000000000000000001") == parsed["eth"]
     with pytest.raises(ValueError):

@@ -53,7 +53,7 @@ updates = st.builds(
     st.lists(deposit_reports, max_size=3),
     st.none() | status_reports,
 )
-expected_amounts = st.sampled_from([Decimal("1"), Decimal("3.3"), Decimal("10"), Decimal("25.5")])
+expected_amounts = st.sampled_from([Decimal(1), Decimal("3.3"), Decimal(10), Decimal("25.5")])
 
 
 def new_payment(expected: Decimal) -> Payment:
@@ -109,9 +109,12 @@ def test_amounts_add_up_and_status_agrees_with_coverage(expected, history, minut
     confirmed_ids = {k for k, d in payment.deposits.items() if d.confirmed}
     assert sum((DEPOSIT_AMOUNTS[k] for k in confirmed_ids), Decimal(0)) == received.amount
     coverage_by_amount = (
-        Coverage.UNPAID if received.is_zero()
-        else Coverage.PARTIAL if received < expected_money
-        else Coverage.EXACT if received == expected_money
+        Coverage.UNPAID
+        if received.is_zero()
+        else Coverage.PARTIAL
+        if received < expected_money
+        else Coverage.EXACT
+        if received == expected_money
         else Coverage.OVER
     )
     assert coverage_by_amount == payment.coverage
@@ -144,18 +147,25 @@ def test_any_order_and_duplication_of_updates_gives_the_same_state(expected, his
 
 
 def test_funds_after_expiry_are_kept_and_flagged_late():
-    payment = new_payment(Decimal("10"))
+    payment = new_payment(Decimal(10))
     payment.expire_if_due(EXPIRES + timedelta(seconds=1))
-    late = DepositReport("d-late", Decimal("10"), "USDT", confirmed=True)
-    payment.apply_update(PaymentUpdate(REF, deposits=(late,)),
-                         received_at=EXPIRES + timedelta(minutes=5), verified=True)
-    assert (PaymentStatus.EXPIRED, Coverage.EXACT, True) == (payment.status, payment.coverage, payment.late)
+    late = DepositReport("d-late", Decimal(10), "USDT", confirmed=True)
+    payment.apply_update(
+        PaymentUpdate(REF, deposits=(late,)),
+        received_at=EXPIRES + timedelta(minutes=5),
+        verified=True,
+    )
+    assert (PaymentStatus.EXPIRED, Coverage.EXACT, True) == (
+        payment.status,
+        payment.coverage,
+        payment.late,
+    )
     assert Money.of("10", "USDT") == payment.received
 
 
 def test_unverified_deposits_are_not_received():
-    payment = new_payment(Decimal("10"))
-    report = DepositReport("d1", Decimal("10"), "USDT", confirmed=True)
+    payment = new_payment(Decimal(10))
+    report = DepositReport("d1", Decimal(10), "USDT", confirmed=True)
     payment.apply_update(PaymentUpdate(REF, deposits=(report,)), received_at=START, verified=False)
     assert payment.received.is_zero()
     assert Money.of("10", "USDT") == payment.unverified

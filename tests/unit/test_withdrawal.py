@@ -3,7 +3,11 @@ from decimal import Decimal
 import pytest
 
 from ledger.commands import ProviderWithdrawalOutcome, WithdrawalReference, WithdrawalUpdate
-from ledger.errors import AmountMustBePositive, WithdrawalAlreadyFinal, WithdrawalTransitionNotAllowed
+from ledger.errors import (
+    AmountMustBePositive,
+    WithdrawalAlreadyFinal,
+    WithdrawalTransitionNotAllowed,
+)
 from ledger.money import Money
 from ledger.withdrawal import Withdrawal, WithdrawalStatus
 
@@ -15,15 +19,19 @@ def requested() -> Withdrawal:
 
 
 def update(outcome: ProviderWithdrawalOutcome, **kwargs) -> WithdrawalUpdate:
-    return WithdrawalUpdate(WithdrawalReference("cryptofuse", "p-1"), outcome.value, outcome, **kwargs)
+    return WithdrawalUpdate(
+        WithdrawalReference("cryptofuse", "p-1"), outcome.value, outcome, **kwargs
+    )
 
 
 def test_funds_are_reserved_until_completion():
     withdrawal = requested()
-    withdrawal.submit("p-1", "pending", fee_platform=Decimal("1"), fee_network=Decimal("0.5"))
+    withdrawal.submit("p-1", "pending", fee_platform=Decimal(1), fee_network=Decimal("0.5"))
     assert Money.of("100", "USDT") == withdrawal.reserved
     withdrawal.apply_update(update(ProviderWithdrawalOutcome.PROCESSING), verified=True)
-    withdrawal.apply_update(update(ProviderWithdrawalOutcome.COMPLETED, tx_hash="0xdef"), verified=True)
+    withdrawal.apply_update(
+        update(ProviderWithdrawalOutcome.COMPLETED, tx_hash="0xdef"), verified=True
+    )
     assert WithdrawalStatus.COMPLETED == withdrawal.status
     assert Money.of("98.5", "USDT") == withdrawal.sent
     assert withdrawal.reserved.is_zero()
@@ -38,7 +46,7 @@ def test_failure_releases_the_reservation():
 
 def test_a_final_withdrawal_refuses_another_final_state():
     withdrawal = requested()
-    withdrawal.complete("0x1", Decimal("100"))
+    withdrawal.complete("0x1", Decimal(100))
     with pytest.raises(WithdrawalAlreadyFinal):
         withdrawal.fail("late failure")
 

@@ -1,4 +1,4 @@
-# ruff: noqa: CPY001 - the project carries no per-file copyright notice
+
 """LiPayKripto: TRY-priced crypto payments and withdrawals, unsigned webhooks.
 
 Settings (the `[providers.lipaykripto]` table): base_url, client_id, client_secret, hmac_secret.

@@ -1,4 +1,4 @@
-# ruff: noqa: CPY001 - the project carries no per-file copyright notice
+
 """LiPayKripto's API: a fresh token per payment request, HMAC-signed withdrawals, POST only.
 
 - Payment: POST /api/auth/token {clientId, clientSecret} -> {token, expiresIn}, then

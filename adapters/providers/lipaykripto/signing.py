@@ -1,4 +1,4 @@
-# ruff: noqa: CPY001 - the project carries no per-file copyright notice
+
 """The withdrawal request signature LiPayKripto's document describes.
 
 The signing input is the plain concatenation, in this order and with no separator, of

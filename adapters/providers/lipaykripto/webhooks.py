@@ -1,4 +1,4 @@
-# ruff: noqa: CPY001 - the project carries no per-file copyright notice
+
 """LiPayKripto webhooks: unsigned, so authenticated by client id and a per-subject URL token.
 
 LiPayKripto signs nothing. Its document only says to check that the body's client id is ours,

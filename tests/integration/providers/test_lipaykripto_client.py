@@ -1,4 +1,4 @@
-# ruff: noqa: CPY001 - the project carries no per-file copyright notice
+
 """The LiPayKripto client against the sandbox on loopback, and the sandbox's webhooks through the
 adapter's own authenticate/translate. No database needed."""
 

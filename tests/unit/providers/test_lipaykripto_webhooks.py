@@ -1,4 +1,4 @@
-# ruff: noqa: CPY001 - the project carries no per-file copyright notice
+
 """LiPayKripto webhooks: client-id and callback-token authentication, translation, dedupe keys.
 
 Payload examples are the document's own (docs: /work/shared/providers/lipaykripto.md).
