@@ -1,0 +1,32 @@
+"""CoinPay: JWT-authenticated API, webhooks signed over re-serialized JSON (`x-signature`)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from adapters.providers.coinpay.client import CoinPayClient
+from adapters.providers.coinpay.webhooks import PROVIDER_ID, CoinPayWebhooks
+from adapters.providers.contract import ProviderAdapter
+from adapters.providers.http_client import ProviderHttp
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+__all__ = ["PROVIDER_ID", "CoinPayClient", "CoinPayWebhooks", "build_adapter"]
+
+_REQUIRED_SETTINGS = ("base_url", "username", "password", "webhook_secret")
+
+
+def build_adapter(settings: Mapping[str, Any], http: ProviderHttp | None = None) -> ProviderAdapter:
+    """Builds the adapter from the `[providers.coinpay]` table (base_url, username, password,
+    webhook_secret). `http` lets the caller pass its own transport (e.g. a test retry policy)."""
+    missing = [key for key in _REQUIRED_SETTINGS if not settings.get(key)]
+    if missing:
+        raise ValueError(f"coinpay settings lack {', '.join(missing)}")
+    transport = http or ProviderHttp(PROVIDER_ID, str(settings["base_url"]))
+    return ProviderAdapter(
+        name=PROVIDER_ID,
+        webhooks=CoinPayWebhooks(str(settings["webhook_secret"])),
+        client=CoinPayClient(transport, str(settings["username"]), str(settings["password"])),
+        settings=settings,
+    )
