@@ -76,7 +76,7 @@ class WithdrawalRequest(_Request):
 @web.middleware
 async def request_ids(request: web.Request, handler: Handler) -> web.StreamResponse:
     request_id = request.headers.get("X-Request-Id") or uuid.uuid4().hex
-    request["request_id"] = request_id
+    request[REQUEST_ID] = request_id
     response = await handler(request)
     response.headers["X-Request-Id"] = request_id
     return response
