@@ -17,12 +17,11 @@ raw body (kept verbatim with every delivery) still holds them for a human to loo
 
 from __future__ import annotations
 
-import hashlib
 import hmac
-import json
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
+from adapters.providers.canonical import payload_dedupe_key
 from adapters.providers.coincoin.protocol import PROVIDER_ID
 from adapters.providers.coincoin.states import outcome_for, status_word
 from adapters.providers.contract import (
@@ -94,21 +93,7 @@ class CoinCoinWebhooks:
 
 def dedupe_key(payload: Any) -> str:
     """CoinCoin deliveries carry no event id: the key is a hash of the canonical payload."""
-    return f"{PROVIDER_ID}:{hashlib.sha256(canonical_json(payload).encode()).hexdigest()}"
-
-
-def canonical_json(value: Any) -> str:
-    """Sorted keys, no spaces, Decimals digit for digit as received (100.0 stays 100.0)."""
-    if isinstance(value, Decimal):
-        return format(value, "f")
-    if isinstance(value, dict):
-        items = ",".join(
-            f"{json.dumps(str(key))}:{canonical_json(value[key])}" for key in sorted(value)
-        )
-        return "{" + items + "}"
-    if isinstance(value, list):
-        return "[" + ",".join(canonical_json(item) for item in value) + "]"
-    return json.dumps(value)
+    return payload_dedupe_key(PROVIDER_ID, payload)
 
 
 def _parse_object(raw: bytes) -> dict[str, Any]:

@@ -14,7 +14,8 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-from adapters.providers.coinpay.webhooks import PROVIDER_ID, canonical_json, dedupe_key, parse_time
+from adapters.providers.canonical import canonical_json
+from adapters.providers.coinpay.webhooks import PROVIDER_ID, dedupe_key, parse_time
 from adapters.providers.contract import (
     CreatedPayment,
     CreatedWithdrawal,
@@ -253,9 +254,7 @@ def _object(answer: HttpResponse, operation: str) -> dict[str, Any]:
     return payload
 
 
-def _identifier(
-    payload: Mapping[str, Any], key: str, answer: HttpResponse, operation: str
-) -> str:
+def _identifier(payload: Mapping[str, Any], key: str, answer: HttpResponse, operation: str) -> str:
     value = payload.get(key)
     if isinstance(value, int) and not isinstance(value, bool):
         return str(value)

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 from datetime import datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
+from adapters.providers.canonical import payload_dedupe_key
 from adapters.providers.coinpay.javascript_json import (
     JavaScriptJsonError,
     parse_as_javascript,
@@ -104,20 +104,7 @@ class CoinPayWebhooks:
 
 def dedupe_key(payload: Any, prefix: str = PROVIDER_ID) -> str:
     """CoinPay deliveries carry no event id: the key is the hash of the canonical payload."""
-    return f"{prefix}:{hashlib.sha256(canonical_json(payload).encode()).hexdigest()}"
-
-
-def canonical_json(value: Any) -> str:
-    """Sorted keys, no spaces, Decimals written digit for digit (never through float)."""
-    if isinstance(value, Decimal):
-        return format(value, "f")
-    if isinstance(value, dict):
-        items = sorted(value.items())
-        members = (f"{json.dumps(key)}:{canonical_json(item)}" for key, item in items)
-        return "{" + ",".join(members) + "}"
-    if isinstance(value, list):
-        return "[" + ",".join(canonical_json(item) for item in value) + "]"
-    return json.dumps(value)
+    return payload_dedupe_key(prefix, payload)
 
 
 def _facts_for(event: str, data: Mapping[str, Any]) -> tuple[ProviderFact, ...]:

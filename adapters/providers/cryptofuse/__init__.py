@@ -1,4 +1,3 @@
-
 """Cryptofuse: OAuth2 client credentials, raw-body HMAC-SHA256 webhooks, crypto priced in USD."""
 
 from __future__ import annotations

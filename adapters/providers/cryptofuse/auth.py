@@ -1,4 +1,3 @@
-
 """OAuth2 client credentials for Cryptofuse: `POST /o/token/`, form-encoded, scope "read write".
 
 The token is kept until shortly before its `expires_in` (seconds) runs out, so a call never

@@ -1,4 +1,3 @@
-
 """Outbound calls to Cryptofuse: payments, payment status, balances and withdrawals.
 
 Every call carries the OAuth2 bearer token; a 401 means the token was revoked or lapsed early,
@@ -47,9 +46,7 @@ class CryptofuseClient:
         self._settings = settings
         self._translator = translator
         self._http = ProviderHttp(PROVIDER_ID, settings.base_url, policy)
-        self._token = ClientCredentialsToken(
-            self._http, settings.client_id, settings.client_secret
-        )
+        self._token = ClientCredentialsToken(self._http, settings.client_id, settings.client_secret)
 
     async def close(self) -> None:
         await self._http.close()
@@ -87,7 +84,10 @@ class CryptofuseClient:
             )
         operation = "query_payment"
         response = await self._call(
-            operation, "POST", "/payments/status/", record,
+            operation,
+            "POST",
+            "/payments/status/",
+            record,
             json_body={"transaction_id": provider_ref},
         )
         try:
@@ -110,7 +110,10 @@ class CryptofuseClient:
         estimate = await self._estimate_withdrawal(request, record)
         operation = "create_withdrawal"
         response = await self._call(
-            operation, "POST", "/withdrawal/", record,
+            operation,
+            "POST",
+            "/withdrawal/",
+            record,
             json_body={
                 "amount": request.amount,
                 "currency": request.currency,
@@ -134,7 +137,10 @@ class CryptofuseClient:
         operation = "estimate_withdrawal"
         try:
             response = await self._call(
-                operation, "POST", "/withdrawal/estimate/", record,
+                operation,
+                "POST",
+                "/withdrawal/estimate/",
+                record,
                 json_body={
                     "amount": request.amount,
                     "currency": request.currency,
@@ -160,7 +166,10 @@ class CryptofuseClient:
         for _ in range(2):
             token = await self._token.bearer(record)
             response = await self._http.request(
-                operation, method, path, record,
+                operation,
+                method,
+                path,
+                record,
                 json_body=json_body,
                 headers={"Authorization": f"Bearer {token}"},
                 retry=retry,

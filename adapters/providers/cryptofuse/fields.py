@@ -1,4 +1,3 @@
-
 """Readers for Cryptofuse JSON fields that refuse anything but the documented kinds of value.
 
 Amounts come as strings ("100.00000000") or, parsed by `loads_exact`, as Decimals; both become
@@ -9,7 +8,6 @@ into a 400 and the client side into a failed call.
 from __future__ import annotations
 
 import hashlib
-import json
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -95,19 +93,6 @@ def first(*values: T | None) -> T | None:
         if value is not None:
             return value
     return None
-
-
-def canonical_json(value: Any) -> str:
-    """Sorted keys, no spaces, Decimals digit for digit: the same payload always gives the same
-    text, whatever order or spacing the provider sent it with."""
-    if isinstance(value, Decimal):
-        return format(value, "f")
-    if isinstance(value, dict):
-        items = (f"{json.dumps(str(k))}:{canonical_json(v)}" for k, v in sorted(value.items()))
-        return "{" + ",".join(items) + "}"
-    if isinstance(value, list | tuple):
-        return "[" + ",".join(canonical_json(v) for v in value) + "]"
-    return json.dumps(value)
 
 
 def sha256_hex(text_value: str) -> str:

@@ -1,4 +1,3 @@
-
 """Cryptofuse configuration: the `[providers.cryptofuse]` table of API.md, read once and checked."""
 
 from __future__ import annotations
@@ -39,9 +38,7 @@ class CryptofuseSettings:
         ]
         if missing:
             raise ValueError(f"cryptofuse settings lack {', '.join(missing)}")
-        confirmations = int(
-            settings.get("confirmations_required", DEFAULT_CONFIRMATIONS_REQUIRED)
-        )
+        confirmations = int(settings.get("confirmations_required", DEFAULT_CONFIRMATIONS_REQUIRED))
         if confirmations < 1:
             raise ValueError("cryptofuse confirmations_required must be at least 1")
         return cls(
@@ -49,8 +46,6 @@ class CryptofuseSettings:
             client_id=str(settings["client_id"]),
             client_secret=str(settings["client_secret"]),
             webhook_secret=str(settings["webhook_secret"]),
-            default_pay_currency=str(
-                settings.get("default_pay_currency", DEFAULT_PAY_CURRENCY)
-            ),
+            default_pay_currency=str(settings.get("default_pay_currency", DEFAULT_PAY_CURRENCY)),
             confirmations_required=confirmations,
         )

@@ -1,4 +1,3 @@
-
 """Cryptofuse payloads (webhooks and status answers) turned into ledger facts.
 
 Shapes the document shows, all accepted:
@@ -23,6 +22,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from adapters.providers.canonical import canonical_json, payload_dedupe_key
 from adapters.providers.contract import WebhookBodyInvalid
 from adapters.providers.cryptofuse import fields
 from adapters.providers.cryptofuse.fields import PayloadShapeError
@@ -99,8 +99,7 @@ def parse_object(body: bytes) -> dict[str, Any]:
 def dedupe_key(parsed: Any, kind: str = "") -> str:
     """The document has no event id, so the canonical payload's hash is the key. Its `timestamp`
     makes each status update distinct while a byte-for-byte (or reformatted) redelivery repeats."""
-    prefix = f"{PROVIDER_ID}:{kind}:" if kind else f"{PROVIDER_ID}:"
-    return prefix + fields.sha256_hex(fields.canonical_json(parsed))
+    return payload_dedupe_key(f"{PROVIDER_ID}:{kind}" if kind else PROVIDER_ID, parsed)
 
 
 class PayloadTranslator:
@@ -271,7 +270,7 @@ def _derived_deposit_id(
 ) -> str:
     """An entry with neither deposit_id nor hash: its id comes from what does not change between
     reports (not `confirmations`), and the n-th identical entry of a list gets n in its id."""
-    basis = fields.canonical_json(
+    basis = canonical_json(
         {"transaction_id": provider_ref, "amount": value, "timestamp": entry.get("timestamp")}
     )
     occurrence = seen.get(basis, 0)

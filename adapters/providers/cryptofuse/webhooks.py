@@ -1,4 +1,3 @@
-
 """Cryptofuse webhooks: `X-Webhook-Signature` = hex HMAC-SHA256 of the raw body, keyed with the
 webhook secret (the document's PHP example: `hash_hmac('sha256', $payload, $secret)`)."""
 

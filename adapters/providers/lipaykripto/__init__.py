@@ -1,4 +1,3 @@
-
 """LiPayKripto: TRY-priced crypto payments and withdrawals, unsigned webhooks.
 
 Settings (the `[providers.lipaykripto]` table): base_url, client_id, client_secret, hmac_secret.

@@ -1,4 +1,3 @@
-
 """LiPayKripto's API: a fresh token per payment request, HMAC-signed withdrawals, POST only.
 
 - Payment: POST /api/auth/token {clientId, clientSecret} -> {token, expiresIn}, then
@@ -167,9 +166,7 @@ class LiPayKriptoClient:
     async def close(self) -> None:
         await self._http.close()
 
-    async def _post_payment(
-        self, body: dict[str, Any], record: ExchangeRecorder
-    ) -> HttpResponse:
+    async def _post_payment(self, body: dict[str, Any], record: ExchangeRecorder) -> HttpResponse:
         token = await self._new_token(record)
         return await self._http.request(
             "create_payment",

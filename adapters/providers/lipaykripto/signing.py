@@ -1,4 +1,3 @@
-
 """The withdrawal request signature LiPayKripto's document describes.
 
 The signing input is the plain concatenation, in this order and with no separator, of

@@ -1,4 +1,3 @@
-
 """LiPayKripto webhooks: unsigned, so authenticated by client id and a per-subject URL token.
 
 LiPayKripto signs nothing. Its document only says to check that the body's client id is ours,
@@ -16,12 +15,11 @@ They are told apart by their keys (`payment_id` versus `requestId`).
 
 from __future__ import annotations
 
-import hashlib
 import hmac
-import json
 from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any, Literal
 
+from adapters.providers.canonical import payload_dedupe_key
 from adapters.providers.contract import (
     TokenScope,
     Verification,
@@ -90,7 +88,7 @@ class LiPayKriptoWebhooks:
     def translate(self, delivery: WebhookDelivery) -> Translation:
         body = _parse_object(delivery.body)
         shape = _shape_of(body)
-        dedupe_key = f"{PROVIDER_ID}:{hashlib.sha256(canonical_json(body).encode()).hexdigest()}"
+        dedupe_key = payload_dedupe_key(PROVIDER_ID, body)
         if shape == "payment":
             return _translate_payment(body, dedupe_key)
         return _translate_withdrawal(body, dedupe_key)
@@ -187,17 +185,3 @@ def _try_amount(body: Mapping[str, Any], key: str) -> Decimal:
     except (AmountPrecisionExceedsCurrencyScale, InvalidOperation):
         detail = f"{key} is not a TRY amount (at most two decimals)"
         raise WebhookBodyInvalid("wrong_shape", detail) from None
-
-
-def canonical_json(value: Any) -> str:
-    """Sorted keys, no spaces, Decimals digit for digit as received (100.00 stays 100.00)."""
-    if isinstance(value, Decimal):
-        return format(value, "f")
-    if isinstance(value, dict):
-        items = ",".join(
-            f"{json.dumps(str(key))}:{canonical_json(value[key])}" for key in sorted(value)
-        )
-        return "{" + items + "}"
-    if isinstance(value, list):
-        return "[" + ",".join(canonical_json(item) for item in value) + "]"
-    return json.dumps(value, separators=(",", ":"))

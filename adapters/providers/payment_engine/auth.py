@@ -98,7 +98,10 @@ class LoginAuthenticator:
             # The request and response bodies hold tokens; operations named "login..." have
             # their recorded bodies redacted by ProviderHttp.
             response = await self._http.request(
-                "login_refresh", "POST", REFRESH_PATH, record,
+                "login_refresh",
+                "POST",
+                REFRESH_PATH,
+                record,
                 json_body={"refresh_token": refresh_token},
             )
             if 200 <= response.status < 300:

@@ -8,12 +8,12 @@ through here and a deposit reported by either gets the same id and the same amou
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
+from adapters.providers.canonical import canonical_json
 from adapters.providers.contract import WebhookBodyInvalid
 from adapters.providers.payment_engine.vocabulary import (
     PROVIDER_ID,
@@ -84,18 +84,6 @@ def optional_timestamp(data: Mapping[str, Any], field: str) -> datetime | None:
     if moment.tzinfo is None:
         raise wrong_shape(f"{field} has no time zone")
     return moment
-
-
-def canonical_json(value: Any) -> str:
-    """Sorted keys, no spaces, Decimals digit for digit: equal payloads give equal text."""
-    if isinstance(value, Decimal):
-        return format(value, "f")
-    if isinstance(value, dict):
-        items = (f"{json.dumps(str(k))}:{canonical_json(v)}" for k, v in sorted(value.items()))
-        return "{" + ",".join(items) + "}"
-    if isinstance(value, list | tuple):
-        return "[" + ",".join(canonical_json(v) for v in value) + "]"
-    return json.dumps(value)
 
 
 def content_key(value: Any, prefix: str = f"{PROVIDER_ID}:") -> str:
