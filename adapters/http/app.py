@@ -187,32 +187,48 @@ async def _take_idempotency_claim(request: web.Request, claim: Claim | None, str
         )
 
 
-async def create_payment(request: web.Request) -> web.Response:
-    caller = _authorize(request, "payments:write")
-    body, raw = await _json_body(request, PaymentRequest)
+async def _create_subject(
+    request: web.Request,
+    scope: str,
+    model: type[_Request],
+    kind: str,
+    create: Callable[[Any], Awaitable[Any]],
+    load: Callable[[str], Awaitable[Any]],
+    view: Callable[[Any], dict[str, Any]],
+) -> web.Response:
+    """POST of a payment or withdrawal: idempotency, creation at the provider, error mapping."""
+    caller = _authorize(request, scope)
+    body, raw = await _json_body(request, model)
     claim, existing_id = await _idempotent(request, caller, raw)
-    service = request.app[PAYMENTS]
     if existing_id:
-        existing = await service.load_payment(existing_id)
-        assert existing is not None
-        return web.json_response(payment_view(existing), status=201)
+        return web.json_response(view(await load(existing_id)), status=201)
     try:
-        payment = await service.create_payment(**body.model_dump())
+        subject = await create(body)
     except UnknownProvider:
         return problem(422, "Unprocessable Entity", f"provider {body.provider!r} is not configured")
     except OrderAlreadyExists as exists:
         return problem(
-            409,
-            "Conflict",
-            f"order {body.order_id} already exists",
-            payment_id=exists.existing_stream,
+            409, "Conflict", f"{kind} already exists", **{f"{kind}_id": exists.existing_stream}
         )
     except ProviderCallFailed as failure:
         return problem(502, "Bad Gateway", str(failure))
     except LedgerError as broken:
         return problem(422, "Unprocessable Entity", str(broken), code=broken.code)
-    await _take_idempotency_claim(request, claim, str(payment.id))
-    return web.json_response(payment_view(payment), status=201)
+    await _take_idempotency_claim(request, claim, str(subject.id))
+    return web.json_response(view(subject), status=201)
+
+
+async def create_payment(request: web.Request) -> web.Response:
+    service = request.app[PAYMENTS]
+    return await _create_subject(
+        request,
+        "payments:write",
+        PaymentRequest,
+        "payment",
+        lambda body: service.create_payment(**body.model_dump()),
+        service.load_payment,
+        payment_view,
+    )
 
 
 async def get_payment(request: web.Request) -> web.Response:
@@ -235,31 +251,17 @@ async def subject_events(request: web.Request) -> web.Response:
 
 
 async def create_withdrawal(request: web.Request) -> web.Response:
-    caller = _authorize(request, "withdrawals:write")
-    body, raw = await _json_body(request, WithdrawalRequest)
-    claim, existing_id = await _idempotent(request, caller, raw)
+    service = request.app[PAYMENTS]
     repository = AggregateRepository(request.app[STORE])
-    if existing_id:
-        existing = await repository.load(Withdrawal, existing_id)
-        assert existing is not None
-        return web.json_response(withdrawal_view(existing), status=201)
-    try:
-        withdrawal = await request.app[PAYMENTS].create_withdrawal(**body.model_dump())
-    except UnknownProvider:
-        return problem(422, "Unprocessable Entity", f"provider {body.provider!r} is not configured")
-    except OrderAlreadyExists as exists:
-        return problem(
-            409,
-            "Conflict",
-            f"request {body.request_id} already exists",
-            withdrawal_id=exists.existing_stream,
-        )
-    except ProviderCallFailed as failure:
-        return problem(502, "Bad Gateway", str(failure))
-    except LedgerError as broken:
-        return problem(422, "Unprocessable Entity", str(broken), code=broken.code)
-    await _take_idempotency_claim(request, claim, str(withdrawal.id))
-    return web.json_response(withdrawal_view(withdrawal), status=201)
+    return await _create_subject(
+        request,
+        "withdrawals:write",
+        WithdrawalRequest,
+        "withdrawal",
+        lambda body: service.create_withdrawal(**body.model_dump()),
+        lambda withdrawal_id: repository.load(Withdrawal, withdrawal_id),
+        withdrawal_view,
+    )
 
 
 async def get_withdrawal(request: web.Request) -> web.Response:
