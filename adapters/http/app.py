@@ -7,6 +7,7 @@ import hashlib
 import logging
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -293,17 +294,23 @@ async def readyz(request: web.Request) -> web.Response:
 
 
 def init_app(
-    settings: Settings, store: PostgresEventStore, adapters: Mapping[str, ProviderAdapter]
+    settings: Settings,
+    store: PostgresEventStore,
+    adapters: Mapping[str, ProviderAdapter],
+    *,
+    clock: Callable[[], datetime] | None = None,
 ) -> web.Application:
+    """`clock` is the ledger's own time (expiry, lateness); tests pass one they can move."""
     app = web.Application(
         middlewares=[request_ids, problems], client_max_size=settings.max_body_bytes + 1
     )
-    ingestion = WebhookIngestion(store, adapters)
+    now = clock or (lambda: datetime.now(UTC))
+    ingestion = WebhookIngestion(store, adapters, clock=now)
     app[SETTINGS] = settings
     app[STORE] = store
     app[ADAPTERS] = dict(adapters)
     app[INGESTION] = ingestion
-    app[PAYMENTS] = PaymentService(store, adapters, settings, ingestion)
+    app[PAYMENTS] = PaymentService(store, adapters, settings, ingestion, clock=now)
 
     async def close_clients(_: web.Application) -> None:
         for adapter in adapters.values():

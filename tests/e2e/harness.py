@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import aiohttp
@@ -58,7 +59,11 @@ class Ledger:
 
 @asynccontextmanager
 async def ledger_with(
-    store: PostgresEventStore, providers: dict[str, dict[str, Any]], port: int | None = None
+    store: PostgresEventStore,
+    providers: dict[str, dict[str, Any]],
+    port: int | None = None,
+    *,
+    clock: Callable[[], datetime] | None = None,
 ) -> AsyncIterator[Ledger]:
     port = port or free_port()
     settings = Settings(
@@ -72,7 +77,7 @@ async def ledger_with(
         if http is not None and hasattr(http, "policy"):
             http.policy = FAST_RETRIES
     async with (
-        serve(init_app(settings, store, adapters), port) as url,
+        serve(init_app(settings, store, adapters, clock=clock), port) as url,
         aiohttp.ClientSession() as http,
     ):
         yield Ledger(url, http, store)
