@@ -111,6 +111,9 @@ class Payment(ProviderRecordedAggregate):
         self.provider_outcome = ProviderPaymentOutcome.PENDING.value
         self.provider_amount_reported: Decimal | None = None
         self.provider_status_at: datetime | None = None
+        self.provider_status_verified = False
+        # Reports of an already known deposit by another delivery (not its confirmation).
+        self.repeated_deposit_reports: dict[str, int] = {}
         self.expired_at: datetime | None = None
         self.expired_by = ""
         self.failed_reason: str | None = None
@@ -316,6 +319,10 @@ class Payment(ProviderRecordedAggregate):
             **self.deposits,
             deposit_id: replace(known, reported_count=known.reported_count + 1),
         }
+        self.repeated_deposit_reports = {
+            **self.repeated_deposit_reports,
+            deposit_id: self.repeated_deposit_reports.get(deposit_id, 0) + 1,
+        }
 
     @event("ProviderStatusReported")
     def _provider_status_reported(
@@ -334,6 +341,7 @@ class Payment(ProviderRecordedAggregate):
             self.provider_status = status_word
             self.provider_outcome = outcome
             self.provider_status_at = reported_at
+            self.provider_status_verified = verified
             if amount_paid_reported is not None:
                 self.provider_amount_reported = amount_paid_reported
 

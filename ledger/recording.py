@@ -21,6 +21,8 @@ class ProviderRecordedAggregate(Aggregate):
         self.delivery_keys: frozenset[str] = frozenset()
         self.deliveries_recorded = 0
         self.exchanges_recorded = 0
+        # Provider words whose facts broke a rule (code by delivery): reconciliation shows them.
+        self.refused_deliveries: dict[str, str] = {}
 
     def has_delivery(self, dedupe_key: str) -> bool:
         return dedupe_key in self.delivery_keys
@@ -55,7 +57,7 @@ class ProviderRecordedAggregate(Aggregate):
 
     @event("DeliveryNotApplied")
     def _delivery_not_applied(self, dedupe_key: str, code: str, detail: str) -> None:
-        pass
+        self.refused_deliveries = {**self.refused_deliveries, dedupe_key: code}
 
 
 def utc(value: datetime) -> datetime:

@@ -107,6 +107,7 @@ class Withdrawal(ProviderRecordedAggregate):
         self.status = WithdrawalStatus.REQUESTED
         self.provider_ref: str | None = None
         self.provider_status = ""
+        self.provider_outcome = ""
         self.tx_hash: str | None = None
         self.sent: Money | None = None
         self.failure_reason: str | None = None
@@ -247,6 +248,7 @@ class Withdrawal(ProviderRecordedAggregate):
     @event("ProviderStatusReported")
     def _provider_status_reported(self, status_word: str, outcome: str, verified: bool) -> None:
         self.provider_status = status_word
+        self.provider_outcome = outcome
 
     @event("Completed")
     def _completed(self, tx_hash: str | None, amount_sent: Decimal) -> None:

@@ -228,16 +228,7 @@ class PostgresEventStore:
     async def read_batch(
         self, partition: int, *, after: int, limit: int, until: int | None = None
     ) -> list[RecordedEvent]:
-        rows = await self.pool.fetch(
-            f"SELECT {_SELECT_COLUMNS} FROM events"  # noqa: S608 - constant columns
-            " WHERE partition = $1 AND position > $2 AND ($4::bigint IS NULL OR position <= $4)"
-            " ORDER BY position LIMIT $3",
-            partition,
-            after,
-            limit,
-            until,
-        )
-        return [_recorded(row) for row in rows]
+        return await fetch_batch(self.pool, partition, after=after, limit=limit, until=until)
 
     async def head(self, partition: int = 0) -> Head:
         row = await self.pool.fetchrow(
@@ -265,3 +256,37 @@ class PostgresEventStore:
             "SELECT coalesce(max(version), 0) FROM events WHERE stream_id = $1", stream_id
         )
         return int(version)
+
+
+async def fetch_batch(
+    source: AnyConnection | asyncpg.Pool,
+    partition: int,
+    *,
+    after: int,
+    limit: int,
+    until: int | None = None,
+) -> list[RecordedEvent]:
+    """Log events after `after`, in order; on a connection, inside its transaction if any."""
+    rows = await source.fetch(
+        f"SELECT {_SELECT_COLUMNS} FROM events"  # noqa: S608 - constant columns
+        " WHERE partition = $1 AND position > $2 AND ($4::bigint IS NULL OR position <= $4)"
+        " ORDER BY position LIMIT $3",
+        partition,
+        after,
+        limit,
+        until,
+    )
+    return [_recorded(row) for row in rows]
+
+
+async def fetch_stream_before(
+    source: AnyConnection | asyncpg.Pool, stream_id: str, version: int
+) -> list[RecordedEvent]:
+    """A stream's events with versions below `version`, oldest first."""
+    rows = await source.fetch(
+        f"SELECT {_SELECT_COLUMNS} FROM events WHERE stream_id = $1 AND version < $2"  # noqa: S608 - constant columns
+        " ORDER BY version",
+        stream_id,
+        version,
+    )
+    return [_recorded(row) for row in rows]

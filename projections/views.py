@@ -1,4 +1,7 @@
-"""JSON views of payments, withdrawals and events, as API.md describes them. Amounts are strings."""
+"""JSON views of payments, withdrawals and events, as API.md describes them. Amounts are strings.
+
+The HTTP API answers single subjects with them, and the query read models store them.
+"""
 
 from __future__ import annotations
 

@@ -1,0 +1,225 @@
+"""Reconciliation items: findings of payments and withdrawals, unmatched deliveries, and provider
+balances that disagree with the ledger's funds at that provider.
+
+An item opens at the event whose state first shows its finding (detected_at is that event's
+recorded time, so a rebuild gives the same rows), follows its amounts while it stays open, and is
+cleared (kept, with the clearing event's time) when a later state no longer shows it.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from adapters.storage.postgres_store import AnyConnection, fetch_stream_before
+from adapters.storage.read_models.journal import UNMATCHED_RECORD, matched_delivery, subject_targets
+from ledger.codec import decode_document
+from ledger.payment import Payment
+from ledger.ports import RecordedEvent
+from projections.findings import Finding, Reason, payment_findings, withdrawal_findings
+from projections.postings import Kind, provider_funds
+from projections.subjects import SubjectStates, is_subject_event
+
+BALANCE_RECORD = "ProviderBalance.Reported"
+BALANCE_STREAM_PREFIX = "provider-balances-"
+
+
+@dataclass(frozen=True, slots=True)
+class Subject:
+    type: str
+    id: str
+    provider: str
+
+
+@dataclass(frozen=True, slots=True)
+class Derived:
+    findings: dict[Reason, Finding]
+    funds: dict[str, Decimal]  # posted funds at the provider, per currency
+
+
+def derive(aggregate: Any) -> Derived:
+    if isinstance(aggregate, Payment):
+        findings = payment_findings(aggregate)
+    else:
+        findings = withdrawal_findings(aggregate)
+    account = provider_funds(aggregate.provider)
+    funds = {
+        key.currency: amount
+        for key, amount in subject_targets(aggregate).items()
+        if key.account == account and key.kind is Kind.POSTED
+    }
+    return Derived(findings, funds)
+
+
+class ReconciliationProjection:
+    name: str = "reconciliation"
+    tables: tuple[str, ...] = ("reconciliation_items", "reconciliation_funds")
+
+    def __init__(self) -> None:
+        self._connection: AnyConnection | None = None
+        self._states = SubjectStates(self._load_before)
+
+    async def _load_before(self, stream_id: str, version: int) -> list[RecordedEvent]:
+        assert self._connection is not None
+        return await fetch_stream_before(self._connection, stream_id, version)
+
+    def forget(self) -> None:
+        self._states.forget()
+
+    async def apply(self, connection: AnyConnection, events: list[RecordedEvent]) -> None:
+        self._connection = connection
+        funds: dict[tuple[str, str], Decimal] = defaultdict(Decimal)
+        for event in events:
+            if is_subject_event(event):
+                await self._subject_event(connection, event, funds)
+            elif event.type == UNMATCHED_RECORD:
+                await self._unmatched(connection, event)
+            elif event.type == BALANCE_RECORD:
+                await self._balance(connection, event, funds)
+        await _add_funds(connection, funds)
+
+    async def _subject_event(
+        self,
+        connection: AnyConnection,
+        event: RecordedEvent,
+        funds: dict[tuple[str, str], Decimal],
+    ) -> None:
+        before, after, aggregate = await self._states.transition(event, derive)
+        subject = Subject(type(aggregate).__name__.lower(), event.stream_id, aggregate.provider)
+        previous = before.findings if before else {}
+        for reason, finding in after.findings.items():
+            if reason not in previous:
+                await _open(connection, event, subject, finding)
+            elif finding != previous[reason]:
+                await _update(connection, event, subject, finding)
+        for reason in previous.keys() - after.findings.keys():
+            await _clear(connection, event, subject, reason)
+        for currency in (before.funds if before else {}).keys() | after.funds.keys():
+            change = after.funds.get(currency, Decimal(0)) - (
+                before.funds.get(currency, Decimal(0)) if before else Decimal(0)
+            )
+            funds[(aggregate.provider, currency)] += change
+        matched = matched_delivery(event)
+        if matched is not None:
+            provider, key = matched
+            await _clear(
+                connection,
+                event,
+                Subject("delivery", f"{provider}:{key}", provider),
+                Reason.UNMATCHED,
+            )
+
+    async def _unmatched(self, connection: AnyConnection, event: RecordedEvent) -> None:
+        document = decode_document(event.payload)
+        provider = str(document["provider"])
+        deposits = document.get("deposits", [])
+        currency = str(deposits[0]["currency"]) if deposits else ""
+        reported = sum((Decimal(d["amount"]) for d in deposits), Decimal(0))
+        finding = Finding(Reason.UNMATCHED, currency, None, None, reported, reported)
+        subject = Subject("delivery", f"{provider}:{document['dedupe_key']}", provider)
+        await _open(connection, event, subject, finding)
+
+    async def _balance(
+        self,
+        connection: AnyConnection,
+        event: RecordedEvent,
+        funds: dict[tuple[str, str], Decimal],
+    ) -> None:
+        document = decode_document(event.payload)
+        if not document.get("verified", False) or document.get("available") is None:
+            return  # an unauthenticated balance is kept for the record and compared with nothing
+        provider = event.stream_id.removeprefix(BALANCE_STREAM_PREFIX)
+        currency = str(document["currency"])
+        stored = await connection.fetchval(
+            "SELECT posted FROM reconciliation_funds WHERE provider = $1 AND currency = $2",
+            provider,
+            currency,
+        )
+        ledger = (stored or Decimal(0)) + funds[(provider, currency)]
+        reported = Decimal(document["available"])
+        subject = Subject("provider", f"{provider}:{currency}", provider)
+        open_item = await connection.fetchval(
+            "SELECT difference FROM reconciliation_items WHERE subject_type = 'provider'"
+            " AND subject_id = $1 AND reason = $2 AND cleared_at IS NULL",
+            subject.id,
+            Reason.PROVIDER_BALANCE_MISMATCH.value,
+        )
+        if reported == ledger:
+            if open_item is not None:
+                await _clear(connection, event, subject, Reason.PROVIDER_BALANCE_MISMATCH)
+            return
+        finding = Finding(
+            Reason.PROVIDER_BALANCE_MISMATCH, currency, None, ledger, reported, reported - ledger
+        )
+        if open_item is None:
+            await _open(connection, event, subject, finding)
+        else:
+            await _update(connection, event, subject, finding)
+
+
+async def _open(
+    connection: AnyConnection, event: RecordedEvent, subject: Subject, finding: Finding
+) -> None:
+    await connection.execute(
+        "INSERT INTO reconciliation_items (subject_type, subject_id, reason, detected_position,"
+        " provider, currency, expected, received, provider_reported, difference, detected_at,"
+        " updated_position) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $4)",
+        subject.type,
+        subject.id,
+        finding.reason.value,
+        event.position,
+        subject.provider,
+        finding.currency,
+        finding.expected,
+        finding.received,
+        finding.provider_reported,
+        finding.difference,
+        event.recorded_at,
+    )
+
+
+async def _update(
+    connection: AnyConnection, event: RecordedEvent, subject: Subject, finding: Finding
+) -> None:
+    await connection.execute(
+        "UPDATE reconciliation_items SET expected = $4, received = $5, provider_reported = $6,"
+        " difference = $7, updated_position = $8 WHERE subject_type = $1 AND subject_id = $2"
+        " AND reason = $3 AND cleared_at IS NULL",
+        subject.type,
+        subject.id,
+        finding.reason.value,
+        finding.expected,
+        finding.received,
+        finding.provider_reported,
+        finding.difference,
+        event.position,
+    )
+
+
+async def _clear(
+    connection: AnyConnection, event: RecordedEvent, subject: Subject, reason: Reason
+) -> None:
+    await connection.execute(
+        "UPDATE reconciliation_items SET cleared_at = $4, cleared_position = $5,"
+        " updated_position = $5 WHERE subject_type = $1 AND subject_id = $2 AND reason = $3"
+        " AND cleared_at IS NULL",
+        subject.type,
+        subject.id,
+        reason.value,
+        event.recorded_at,
+        event.position,
+    )
+
+
+async def _add_funds(connection: AnyConnection, funds: dict[tuple[str, str], Decimal]) -> None:
+    changed = [(p, c, amount) for (p, c), amount in funds.items() if amount]
+    if changed:
+        await connection.execute(
+            "INSERT INTO reconciliation_funds (provider, currency, posted)"
+            " SELECT * FROM unnest($1::text[], $2::text[], $3::numeric[])"
+            " ON CONFLICT (provider, currency) DO UPDATE"
+            " SET posted = reconciliation_funds.posted + excluded.posted",
+            *map(list, zip(*changed, strict=True)),
+        )

@@ -1,0 +1,247 @@
+"""Feeds projections from the global log, exactly once in effect.
+
+Each batch runs in one transaction that locks the projection's position row, reads the events
+after it, lets the projection write its read model and moves the position: either all of that
+commits or none of it, so a process killed mid-batch resumes where the last commit left it.
+The position row's lock also lets several runners (or a request that needs fresh balances) catch
+up the same projection without doing any batch twice.
+
+The runner wakes on NOTIFY and polls as well, since a notification can be lost (connection
+drops, a listener that was busy); a lost one costs at most one poll interval.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+import asyncpg
+
+from adapters.storage.postgres_store import NOTIFY_CHANNEL, AnyConnection, fetch_batch
+from adapters.storage.read_models.base import Projection
+from ledger.ports import PARTITION_COUNT, RecordedEvent
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[int, int], None]  # (events done, events in total)
+
+
+class ProjectionFailed(Exception):
+    def __init__(self, name: str, event: RecordedEvent, error: BaseException) -> None:
+        super().__init__(
+            f"projection {name} failed at position {event.partition}:{event.position}"
+            f" ({event.type} in {event.stream_id} v{event.version}): {error!r}"
+        )
+        self.name = name
+        self.event = event
+
+
+@dataclass(frozen=True, slots=True)
+class ProjectionStatus:
+    name: str
+    partition: int
+    position: int
+    head: int
+    updated_at: datetime
+    failed_position: int | None
+    failure: str | None
+
+    @property
+    def lag(self) -> int:
+        return self.head - self.position
+
+
+class ProjectionRunner:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        projections: Sequence[Projection],
+        *,
+        batch_size: int = 1000,
+        poll_seconds: float = 1.0,
+    ) -> None:
+        self.pool = pool
+        self.projections = {p.name: p for p in projections}
+        self.batch_size = batch_size
+        self.poll_seconds = poll_seconds
+        self._wake = asyncio.Event()
+        self._failed: set[str] = set()
+
+    async def ensure_positions(self) -> None:
+        await self.pool.executemany(
+            "INSERT INTO projection_positions (name, partition) VALUES ($1, $2)"
+            " ON CONFLICT DO NOTHING",
+            [(name, p) for name in self.projections for p in range(PARTITION_COUNT)],
+        )
+
+    # ------------------------------------------------------------------ one batch
+
+    async def _batch(
+        self,
+        connection: AnyConnection,
+        projection: Projection,
+        partition: int,
+        *,
+        wait: bool,
+        limit: int | None = None,
+    ) -> list[RecordedEvent] | None:
+        """One batch inside the caller's transaction; None when another runner holds the row."""
+        lock = "FOR UPDATE" if wait else "FOR UPDATE SKIP LOCKED"
+        position = await connection.fetchval(
+            "SELECT position FROM projection_positions"  # noqa: S608 - constant lock clause
+            f" WHERE name = $1 AND partition = $2 {lock}",
+            projection.name,
+            partition,
+        )
+        if position is None:
+            return None
+        events = await fetch_batch(
+            connection, partition, after=position, limit=limit or self.batch_size
+        )
+        if events:
+            await projection.apply(connection, events)
+            await connection.execute(
+                "UPDATE projection_positions SET position = $3, updated_at = now(),"
+                " failed_position = NULL, failure = NULL WHERE name = $1 AND partition = $2",
+                projection.name,
+                partition,
+                events[-1].position,
+            )
+        return events
+
+    async def run_batch(self, name: str, partition: int = 0, *, wait: bool = True) -> int:
+        """Processes one batch; returns how many events it covered (0: caught up or busy)."""
+        projection = self.projections[name]
+        try:
+            async with self.pool.acquire() as connection, connection.transaction():
+                events = await self._batch(connection, projection, partition, wait=wait)
+        except BaseException:
+            projection.forget()
+            raise
+        return len(events or [])
+
+    async def catch_up(self, names: Sequence[str] | None = None, *, wait: bool = True) -> int:
+        """Runs the projections up to the head as it is now. Raises ProjectionFailed."""
+        total = 0
+        for name in names or list(self.projections):
+            for partition in range(PARTITION_COUNT):
+                while True:
+                    try:
+                        done = await self.run_batch(name, partition, wait=wait)
+                    except (asyncpg.PostgresConnectionError, OSError):
+                        raise
+                    except Exception as error:  # noqa: BLE001 - any error: find the event
+                        done = await self._one_event_at_a_time(name, partition, error)
+                    total += done
+                    if done < self.batch_size:
+                        break
+        return total
+
+    async def _one_event_at_a_time(self, name: str, partition: int, error: Exception) -> int:
+        """Replays the failed batch one event per transaction, so everything before the failing
+        event commits and the position stops right before it; then records which one failed.
+        Returns how many went through when none fails (the error was transient)."""
+        projection = self.projections[name]
+        for done in range(self.batch_size):
+            async with self.pool.acquire() as connection:
+                position = await connection.fetchval(
+                    "SELECT position FROM projection_positions WHERE name = $1 AND partition = $2",
+                    name,
+                    partition,
+                )
+                following = await fetch_batch(connection, partition, after=position, limit=1)
+            if not following:
+                return done
+            try:
+                async with self.pool.acquire() as connection, connection.transaction():
+                    await self._batch(connection, projection, partition, wait=True, limit=1)
+            except Exception as single:
+                projection.forget()
+                failure = ProjectionFailed(name, following[0], single)
+                await self.pool.execute(
+                    "UPDATE projection_positions SET failed_position = $3, failure = $4"
+                    " WHERE name = $1 AND partition = $2",
+                    name,
+                    partition,
+                    following[0].position,
+                    str(failure),
+                )
+                self._failed.add(name)
+                raise failure from single
+        log.warning("projection %s: batch failed (%r), then went through singly", name, error)
+        return self.batch_size
+
+    # ------------------------------------------------------------------ running
+
+    async def run_forever(self) -> None:
+        """Keeps every projection caught up until cancelled. A failed projection stays stopped
+        at its event (others go on); it resumes after a rebuild or a restart."""
+        await self.ensure_positions()
+        async with self.pool.acquire() as listener:
+            await listener.add_listener(NOTIFY_CHANNEL, self._notified)
+            try:
+                while True:
+                    self._wake.clear()
+                    for name in self.projections:
+                        if name in self._failed:
+                            continue
+                        try:
+                            await self.catch_up([name], wait=False)
+                        except ProjectionFailed as failed:
+                            log.error("%s", failed)  # noqa: TRY400 - the failure says it all
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._wake.wait(), self.poll_seconds)
+            finally:
+                await listener.remove_listener(NOTIFY_CHANNEL, self._notified)
+
+    def _notified(self, *_: object) -> None:
+        self._wake.set()
+
+    # ------------------------------------------------------------------ rebuild and status
+
+    async def rebuild(self, name: str, progress: Progress | None = None) -> int:
+        """Empties the read model and replays the whole log into it in ONE transaction: readers
+        keep the old rows until the new ones commit, and live batches wait on the position row."""
+        projection = self.projections[name]
+        projection.forget()
+        await self.ensure_positions()
+        done = 0
+        try:
+            async with self.pool.acquire() as connection, connection.transaction():
+                await connection.execute(
+                    "SELECT 1 FROM projection_positions WHERE name = $1 FOR UPDATE", name
+                )
+                for table in projection.tables:
+                    await connection.execute(f"DELETE FROM {table}")  # noqa: S608 - own tables
+                await connection.execute(
+                    "UPDATE projection_positions SET position = 0, failed_position = NULL,"
+                    " failure = NULL WHERE name = $1",
+                    name,
+                )
+                total = await connection.fetchval(
+                    "SELECT coalesce(sum(position), 0) FROM log_heads"
+                )
+                for partition in range(PARTITION_COUNT):
+                    while events := await self._batch(connection, projection, partition, wait=True):
+                        done += len(events)
+                        if progress is not None:
+                            progress(done, total)
+        finally:
+            projection.forget()
+        self._failed.discard(name)
+        return done
+
+    async def status(self) -> list[ProjectionStatus]:
+        await self.ensure_positions()
+        rows = await self.pool.fetch(
+            "SELECT p.name, p.partition, p.position, h.position AS head, p.updated_at,"
+            " p.failed_position, p.failure FROM projection_positions p"
+            " JOIN log_heads h USING (partition) WHERE p.name = any($1::text[])"
+            " ORDER BY p.name, p.partition",
+            list(self.projections),
+        )
+        return [ProjectionStatus(**dict(row)) for row in rows]

@@ -1,0 +1,161 @@
+"""Reconciliation findings: what a payment's or withdrawal's state says finance should look at.
+
+Three-way: expected (the request), received (funds the ledger accepted), provider-reported (the
+provider's status word, amounts and balances). A finding exists while its condition holds; the
+projection opens an item when one appears and clears it when a later event makes it go away.
+
+Findings that only record a fact finance has to act on (overpaid, paid_late, expired_with_funds,
+duplicate_deposit) clear when finance settles the payment: settling is the act of dealing with it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+from enum import StrEnum
+
+from ledger.commands import ProviderPaymentOutcome
+from ledger.payment import Payment, PaymentStatus
+from ledger.withdrawal import Withdrawal, WithdrawalStatus
+
+
+class Reason(StrEnum):
+    UNDERPAID = "underpaid"
+    OVERPAID = "overpaid"
+    EXPIRED_WITH_FUNDS = "expired_with_funds"
+    PAID_LATE = "paid_late"
+    STATUS_MISMATCH = "status_mismatch"
+    AMOUNT_MISMATCH = "amount_mismatch"
+    UNMATCHED = "unmatched"
+    UNVERIFIED = "unverified"
+    STALE = "stale"
+    DUPLICATE_DEPOSIT = "duplicate_deposit"
+    WITHDRAWAL_STUCK = "withdrawal_stuck"
+    MANUAL_REVIEW = "manual_review"
+    PROVIDER_BALANCE_MISMATCH = "provider_balance_mismatch"
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    reason: Reason
+    currency: str
+    expected: Decimal | None
+    received: Decimal | None
+    provider_reported: Decimal | None
+    difference: Decimal
+
+
+_PROVIDER_PAID = {ProviderPaymentOutcome.PAID.value, ProviderPaymentOutcome.OVERPAID.value}
+_PROVIDER_NOT_PAID = {
+    ProviderPaymentOutcome.FAILED.value,
+    ProviderPaymentOutcome.EXPIRED.value,
+    ProviderPaymentOutcome.PARTIALLY_PAID.value,
+}
+_PROVIDER_FINAL = _PROVIDER_PAID | _PROVIDER_NOT_PAID | {ProviderPaymentOutcome.SETTLING.value}
+_SETTLEMENT_CLEARS = {
+    Reason.OVERPAID,
+    Reason.PAID_LATE,
+    Reason.EXPIRED_WITH_FUNDS,
+    Reason.DUPLICATE_DEPOSIT,
+}
+_AMOUNT_REFUSALS = {"deposit_amount_must_not_change", "currencies_must_match"}
+
+
+def payment_findings(payment: Payment) -> dict[Reason, Finding]:
+    found = _money_findings(payment) + _provider_findings(payment)
+    if payment.settled:
+        found = [f for f in found if f.reason not in _SETTLEMENT_CLEARS]
+    return {f.reason: f for f in found}
+
+
+def _payment_finding(
+    payment: Payment, reason: Reason, difference: Decimal, provider: Decimal | None = None
+) -> Finding:
+    return Finding(
+        reason,
+        payment.expected.currency,
+        payment.expected.amount,
+        payment.received.amount,
+        provider,
+        difference,
+    )
+
+
+def _money_findings(payment: Payment) -> list[Finding]:
+    """What the funds themselves say, against what was asked."""
+    expected = payment.expected.amount
+    received = payment.received.amount
+    status = payment.status
+    found: list[Finding] = []
+    if status in {PaymentStatus.PENDING, PaymentStatus.CONFIRMING} and 0 < received < expected:
+        found.append(_payment_finding(payment, Reason.UNDERPAID, expected - received))
+    if status in {PaymentStatus.EXPIRED, PaymentStatus.FAILED} and received > 0:
+        found.append(_payment_finding(payment, Reason.EXPIRED_WITH_FUNDS, received))
+    if payment.overpaid.is_positive():
+        found.append(_payment_finding(payment, Reason.OVERPAID, payment.overpaid.amount))
+    late = sum(
+        (d.amount for d in payment.deposits.values() if d.verified and payment.is_late(d)),
+        Decimal(0),
+    )
+    if late:
+        found.append(_payment_finding(payment, Reason.PAID_LATE, late))
+    if payment.unverified.is_positive():
+        found.append(_payment_finding(payment, Reason.UNVERIFIED, payment.unverified.amount))
+    repeated = sum(
+        (payment.deposits[d].amount * n for d, n in payment.repeated_deposit_reports.items()),
+        Decimal(0),
+    )
+    if repeated:
+        found.append(_payment_finding(payment, Reason.DUPLICATE_DEPOSIT, repeated))
+    return found
+
+
+def _provider_findings(payment: Payment) -> list[Finding]:
+    """What the provider says, against what the ledger holds."""
+    expected = payment.expected.amount
+    received = payment.received.amount
+    reported = payment.provider_amount_reported
+    found: list[Finding] = []
+    if _status_disagrees(payment):
+        found.append(
+            _payment_finding(payment, Reason.STATUS_MISMATCH, expected - received, reported)
+        )
+    seen = received + payment.pending.amount
+    if reported is not None and payment.provider_status_verified and reported != seen:
+        found.append(_payment_finding(payment, Reason.AMOUNT_MISMATCH, reported - seen, reported))
+    elif any(code in _AMOUNT_REFUSALS for code in payment.refused_deliveries.values()):
+        found.append(_payment_finding(payment, Reason.AMOUNT_MISMATCH, Decimal(0), reported))
+    if payment.expired_by == "clock" and payment.provider_outcome not in _PROVIDER_FINAL:
+        found.append(_payment_finding(payment, Reason.STALE, expected - received))
+    return found
+
+
+def _status_disagrees(payment: Payment) -> bool:
+    """The provider's final word against the ledger's money-derived status."""
+    if not payment.provider_status_verified:
+        return False
+    completed = payment.status is PaymentStatus.COMPLETED
+    if payment.provider_outcome in _PROVIDER_PAID:
+        return not completed
+    if payment.provider_outcome in _PROVIDER_NOT_PAID:
+        return completed
+    return False
+
+
+def withdrawal_findings(withdrawal: Withdrawal) -> dict[Reason, Finding]:
+    requested = withdrawal.requested.amount
+    sent = withdrawal.sent.amount if withdrawal.sent is not None else None
+
+    def finding(reason: Reason, difference: Decimal) -> Finding:
+        return Finding(reason, withdrawal.requested.currency, requested, sent, None, difference)
+
+    found: list[Finding] = []
+    if withdrawal.status is WithdrawalStatus.MANUAL_REVIEW:
+        found.append(finding(Reason.MANUAL_REVIEW, requested))
+    if withdrawal.refused_deliveries:
+        # The provider said something the withdrawal's state cannot take (e.g. completed after
+        # it failed): both words are on record, and a person has to decide.
+        found.append(finding(Reason.STATUS_MISMATCH, requested))
+    if sent is not None and sent + withdrawal.fee.amount != requested:
+        found.append(finding(Reason.AMOUNT_MISMATCH, requested - withdrawal.fee.amount - sent))
+    return {f.reason: f for f in found}
