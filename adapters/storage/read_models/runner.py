@@ -126,6 +126,7 @@ class ProjectionRunner:
 
     async def catch_up(self, names: Sequence[str] | None = None, *, wait: bool = True) -> int:
         """Runs the projections up to the head as it is now. Raises ProjectionFailed."""
+        await self.ensure_positions()
         total = 0
         for name in names or list(self.projections):
             for partition in range(PARTITION_COUNT):
