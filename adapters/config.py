@@ -72,11 +72,18 @@ class Settings(BaseSettings):
 
     database_url: str | None = Field(default=None, repr=False)
     public_url: str = "http://127.0.0.1:8080"
+    # Where `ledger serve` listens (its --host/--port override these).
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
     max_body_bytes: int = 1024 * 1024
     data_dir: Path | None = None
     api: ApiSettings = Field(default_factory=ApiSettings)
     providers: dict[str, dict[str, Any]] = Field(default_factory=dict, repr=False)
+    # Background work of `ledger serve` (0 turns a loop off; tests drive each step themselves).
     expiry_sweep_seconds: float = 5.0
+    balance_poll_seconds: float = 60.0
+    withdrawal_stuck_after_minutes: float = 60.0
+    projections_in_process: bool = True
 
     @model_validator(mode="after")
     def _known_providers(self) -> Settings:

@@ -6,6 +6,7 @@ repeating the state a withdrawal is already in changes nothing.
 
 from __future__ import annotations
 
+from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
 
@@ -18,7 +19,7 @@ from ledger.errors import (
     WithdrawalTransitionNotAllowed,
 )
 from ledger.money import Money, quantize_exact
-from ledger.recording import ProviderRecordedAggregate
+from ledger.recording import ProviderRecordedAggregate, utc
 
 
 class WithdrawalStatus(StrEnum):
@@ -111,6 +112,8 @@ class Withdrawal(ProviderRecordedAggregate):
         self.tx_hash: str | None = None
         self.sent: Money | None = None
         self.failure_reason: str | None = None
+        # When the ledger noticed no progress for too long; any status change clears it.
+        self.stuck_since: datetime | None = None
 
     @classmethod
     def request(
@@ -220,6 +223,11 @@ class Withdrawal(ProviderRecordedAggregate):
         if self._check_transition(WithdrawalStatus.CANCELLED):
             self._cancelled(reason=reason)
 
+    def notice_stuck(self, at: datetime) -> None:
+        """The ledger's clock says the provider has gone quiet on an open withdrawal."""
+        if not self.is_final and self.stuck_since is None:
+            self._stuck_noticed(at=utc(at))
+
     # ------------------------------------------------------------------ events
 
     @event("Submitted")
@@ -231,6 +239,7 @@ class Withdrawal(ProviderRecordedAggregate):
         fee_network: Decimal | None,
     ) -> None:
         self.status = WithdrawalStatus.SUBMITTED
+        self.stuck_since = None
         self.provider_ref = provider_ref or self.provider_ref
         self.provider_status = provider_status
         if fee_platform is not None or fee_network is not None:
@@ -244,6 +253,11 @@ class Withdrawal(ProviderRecordedAggregate):
     @event("StatusChanged")
     def _moved(self, status: str) -> None:
         self.status = WithdrawalStatus(status)
+        self.stuck_since = None
+
+    @event("StuckNoticed")
+    def _stuck_noticed(self, at: datetime) -> None:
+        self.stuck_since = at
 
     @event("ProviderStatusReported")
     def _provider_status_reported(self, status_word: str, outcome: str, verified: bool) -> None:
@@ -253,15 +267,18 @@ class Withdrawal(ProviderRecordedAggregate):
     @event("Completed")
     def _completed(self, tx_hash: str | None, amount_sent: Decimal) -> None:
         self.status = WithdrawalStatus.COMPLETED
+        self.stuck_since = None
         self.tx_hash = tx_hash
         self.sent = Money.of(amount_sent, self.requested.currency)
 
     @event("Failed")
     def _failed(self, reason: str) -> None:
         self.status = WithdrawalStatus.FAILED
+        self.stuck_since = None
         self.failure_reason = reason
 
     @event("Cancelled")
     def _cancelled(self, reason: str) -> None:
         self.status = WithdrawalStatus.CANCELLED
+        self.stuck_since = None
         self.failure_reason = reason

@@ -150,6 +150,8 @@ def withdrawal_findings(withdrawal: Withdrawal) -> dict[Reason, Finding]:
         return Finding(reason, withdrawal.requested.currency, requested, sent, None, difference)
 
     found: list[Finding] = []
+    if withdrawal.stuck_since is not None and not withdrawal.is_final:
+        found.append(finding(Reason.WITHDRAWAL_STUCK, requested))
     if withdrawal.status is WithdrawalStatus.MANUAL_REVIEW:
         found.append(finding(Reason.MANUAL_REVIEW, requested))
     if withdrawal.refused_deliveries:

@@ -74,6 +74,7 @@ def withdrawal_view(withdrawal: Withdrawal) -> dict[str, Any]:
         "address": withdrawal.address,
         "provider_status": withdrawal.provider_status,
         "failure_reason": withdrawal.failure_reason,
+        "stuck_since": _time(withdrawal.stuck_since),
         "created_at": _time(withdrawal.created_on),
         "updated_at": _time(withdrawal.modified_on),
         "version": withdrawal.version,

@@ -16,22 +16,27 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from adapters.config import Settings
+from adapters.http.auth import SETTINGS, authorize
+from adapters.http.background import add_background
 from adapters.http.problems import problem
-from adapters.http.views import event_view, payment_view, withdrawal_view
+from adapters.http.queries import RUNNER, add_query_routes
 from adapters.providers.contract import ProviderAdapter, ProviderCallFailed
 from adapters.services.ingestion import WebhookIngestion
 from adapters.services.payments import OrderAlreadyExists, PaymentService, UnknownProvider
 from adapters.storage.postgres_store import PostgresEventStore
+from adapters.storage.read_models import all_projections
+from adapters.storage.read_models.funds import JournalFundsGuard
+from adapters.storage.read_models.runner import ProjectionRunner
 from adapters.storage.repository import AggregateRepository
 from ledger.errors import LedgerError
 from ledger.money import loads_exact, to_decimal
 from ledger.payment import Payment
 from ledger.ports import Claim, ClaimTaken
 from ledger.withdrawal import Withdrawal
+from projections.views import event_view, payment_view, withdrawal_view
 
 log = logging.getLogger(__name__)
 
-SETTINGS = web.AppKey("settings", Settings)
 STORE = web.AppKey("store", PostgresEventStore)
 INGESTION = web.AppKey("ingestion", WebhookIngestion)
 PAYMENTS = web.AppKey("payments", PaymentService)
@@ -99,20 +104,6 @@ async def problems(request: web.Request, handler: Handler) -> web.StreamResponse
     ) as outage:
         log.warning("database unavailable: %s", outage)
         return problem(503, "Service Unavailable", "the database is unavailable; retry later")
-
-
-def _authorize(request: web.Request, scope: str) -> str:
-    """Returns the caller's token name, or raises 401/403 as problem+json."""
-    header = request.headers.get("Authorization", "")
-    if not header.startswith("Bearer "):
-        raise web.HTTPUnauthorized(reason="Unauthorized", text="a bearer token is required")
-    presented = header.removeprefix("Bearer ").strip()
-    for token in request.app[SETTINGS].api.tokens:
-        if token.matches(presented):
-            if scope in token.scopes or "admin" in token.scopes:
-                return token.name
-            raise web.HTTPForbidden(reason="Forbidden", text=f"the token lacks scope {scope}")
-    raise web.HTTPUnauthorized(reason="Unauthorized", text="the bearer token is not valid")
 
 
 async def _json_body(request: web.Request, model: type[_Request]) -> tuple[Any, bytes]:
@@ -198,7 +189,7 @@ async def _create_subject(
     view: Callable[[Any], dict[str, Any]],
 ) -> web.Response:
     """POST of a payment or withdrawal: idempotency, creation at the provider, error mapping."""
-    caller = _authorize(request, scope)
+    caller = authorize(request, scope)
     body, raw = await _json_body(request, model)
     claim, existing_id = await _idempotent(request, caller, raw)
     if existing_id:
@@ -233,7 +224,7 @@ async def create_payment(request: web.Request) -> web.Response:
 
 
 async def get_payment(request: web.Request) -> web.Response:
-    _authorize(request, "payments:read")
+    authorize(request, "payments:read")
     payment = await request.app[PAYMENTS].load_payment(_id(request, "payment_id"))
     if payment is None:
         return problem(404, "Not Found", "no such payment")
@@ -242,7 +233,7 @@ async def get_payment(request: web.Request) -> web.Response:
 
 async def subject_events(request: web.Request) -> web.Response:
     kind = "payment" if "payment_id" in request.match_info else "withdrawal"
-    _authorize(request, f"{kind}s:read")
+    authorize(request, f"{kind}s:read")
     subject_id = _id(request, f"{kind}_id")
     aggregate_type = Payment if kind == "payment" else Withdrawal
     if await AggregateRepository(request.app[STORE]).load(aggregate_type, subject_id) is None:
@@ -266,7 +257,7 @@ async def create_withdrawal(request: web.Request) -> web.Response:
 
 
 async def get_withdrawal(request: web.Request) -> web.Response:
-    _authorize(request, "withdrawals:read")
+    authorize(request, "withdrawals:read")
     repository = AggregateRepository(request.app[STORE])
     withdrawal = await repository.load(Withdrawal, _id(request, "withdrawal_id"))
     if withdrawal is None:
@@ -286,11 +277,19 @@ async def healthz(_: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
+    """Ready when the database answers and no projection has stopped on an event."""
     try:
         head = await request.app[STORE].head()
+        projections = await request.app[RUNNER].status()
     except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
         return problem(503, "Service Unavailable", "database not reachable")
-    return web.json_response({"status": "ready", "log_position": head.position})
+    lag = {p.name: p.lag for p in projections}
+    failed = {p.name: p.failure for p in projections if p.failure}
+    if failed:
+        return problem(503, "Service Unavailable", "a projection stopped", failed=failed, lag=lag)
+    return web.json_response(
+        {"status": "ready", "log_position": head.position, "projection_lag": lag}
+    )
 
 
 def init_app(
@@ -310,7 +309,14 @@ def init_app(
     app[STORE] = store
     app[ADAPTERS] = dict(adapters)
     app[INGESTION] = ingestion
-    app[PAYMENTS] = PaymentService(store, adapters, settings, ingestion, clock=now)
+    runner = ProjectionRunner(store.pool, all_projections())
+    app[RUNNER] = runner
+    payments = PaymentService(
+        store, adapters, settings, ingestion, clock=now, funds=JournalFundsGuard(store.pool, runner)
+    )
+    app[PAYMENTS] = payments
+    add_query_routes(app)
+    add_background(app, settings, store, payments, dict(adapters), now)
 
     async def close_clients(_: web.Application) -> None:
         for adapter in adapters.values():

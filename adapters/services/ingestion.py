@@ -297,7 +297,12 @@ class WebhookIngestion:
                 self.store,
                 f"unmatched-{provider}",
                 "Delivery.Unmatched",
-                {**document, "subject_type": kind, "references": [n for n in names if n]},
+                {
+                    **document,
+                    "subject_type": kind,
+                    "references": [n for n in names if n],
+                    "deposits": reported_deposits(fact),
+                },
                 claims=claims,
             )
         except ClaimTaken:
@@ -365,6 +370,23 @@ class WebhookIngestion:
             if document.get("dedupe_key") == dedupe_key:
                 return document
         return None
+
+
+def reported_deposits(fact: PaymentUpdate | WithdrawalUpdate) -> list[dict[str, Any]]:
+    """The funds an update reports, kept with an unmatched delivery so that the journal can hold
+    them in unmatched suspense until their payment appears. A running total counts whole."""
+    if not isinstance(fact, PaymentUpdate):
+        return []
+    deposits = [
+        {"amount": d.amount, "currency": d.currency, "confirmed": d.confirmed}
+        for d in fact.deposits
+    ]
+    if fact.cumulative is not None:
+        total = fact.cumulative
+        deposits.append(
+            {"amount": total.total, "currency": total.currency, "confirmed": total.confirmed}
+        )
+    return deposits
 
 
 def _verification_document(verification: Verification) -> dict[str, str]:

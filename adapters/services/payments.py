@@ -5,10 +5,11 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import secrets
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, Protocol
 
 from adapters.config import Settings
 from adapters.providers.contract import (
@@ -39,6 +40,28 @@ class OrderAlreadyExists(Exception):
         self.existing_stream = existing_stream
 
 
+class FundsGuard(Protocol):
+    def reserving(
+        self, provider: str, currency: str, amount: Decimal
+    ) -> AbstractAsyncContextManager[None]:
+        """Refuses (InsufficientFunds) unless `amount` is available; the block records the
+        reservation while no other reservation of the same funds can be checked."""
+        ...
+
+
+class NoFundsCheck:
+    """For tools that write history directly (tests of the domain, imports): no check."""
+
+    @asynccontextmanager
+    async def reserving(
+        self,
+        provider: str,  # noqa: ARG002 - the guard's signature; nothing is checked
+        currency: str,  # noqa: ARG002
+        amount: Decimal,  # noqa: ARG002
+    ) -> AsyncIterator[None]:
+        yield
+
+
 def exchange_document(exchange: ProviderExchange) -> dict[str, Any]:
     return dataclasses.asdict(exchange)
 
@@ -51,7 +74,9 @@ class PaymentService:
         settings: Settings,
         ingestion: WebhookIngestion,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        funds: FundsGuard | None = None,
     ) -> None:
+        self.funds = funds or NoFundsCheck()
         self.store = store
         self.repository = AggregateRepository(store)
         self.adapters = adapters
@@ -176,7 +201,8 @@ class PaymentService:
             claims.append(Claim("callback_token", token_hash(token), stream))
         # The request (and so the reservation of funds) is recorded before the provider is
         # asked, so that a crash between the two leaves a visible, reserved withdrawal.
-        await self.repository.save(withdrawal, claims=claims)
+        async with self.funds.reserving(provider, currency, withdrawal.requested.amount):
+            await self.repository.save(withdrawal, claims=claims)
         exchanges: list[ProviderExchange] = []
 
         async def record(exchange: ProviderExchange) -> None:

@@ -14,6 +14,8 @@ from aiohttp import web
 
 from adapters.config import Settings
 from adapters.http.app import init_app
+from adapters.http.background import POLLER, SWEEPER
+from adapters.http.queries import RUNNER
 from adapters.providers.http_client import RetryPolicy
 from adapters.providers.registry import build_adapters
 from adapters.storage.postgres_store import PostgresEventStore
@@ -46,6 +48,22 @@ class Ledger:
     url: str
     http: aiohttp.ClientSession
     store: PostgresEventStore
+    app: web.Application | None = None
+
+    async def caught_up(self) -> None:
+        """Runs every projection up to the log's head (the service does it in the background;
+        a test that reads read models right after writing waits for it this way)."""
+        assert self.app is not None
+        await self.app[RUNNER].catch_up()
+
+    async def sweep(self) -> Any:
+        """One pass of the ledger's clock: expiry and stuck withdrawals."""
+        assert self.app is not None
+        return await self.app[SWEEPER].sweep()
+
+    async def poll_balances(self, provider: str) -> int:
+        assert self.app is not None
+        return await self.app[POLLER].poll(provider)
 
     async def call(self, method: str, path: str, **kwargs: Any) -> tuple[int, Any]:
         headers = {"Authorization": f"Bearer {TOKEN}", **kwargs.pop("headers", {})}
@@ -70,14 +88,15 @@ async def ledger_with(
         public_url=f"http://127.0.0.1:{port}",
         api={"tokens": [{"name": "tests", "token": TOKEN, "scopes": ["admin"]}]},
         providers=providers,
+        # Tests move the clock and poll balances themselves; projections run as in service.
+        expiry_sweep_seconds=0,
+        balance_poll_seconds=0,
     )
     adapters = build_adapters(settings.providers)
     for adapter in adapters.values():
         http = getattr(adapter.client, "_http", None) or getattr(adapter.client, "http", None)
         if http is not None and hasattr(http, "policy"):
             http.policy = FAST_RETRIES
-    async with (
-        serve(init_app(settings, store, adapters, clock=clock), port) as url,
-        aiohttp.ClientSession() as http,
-    ):
-        yield Ledger(url, http, store)
+    app = init_app(settings, store, adapters, clock=clock)
+    async with serve(app, port) as url, aiohttp.ClientSession() as http:
+        yield Ledger(url, http, store, app)

@@ -1,0 +1,63 @@
+"""Available funds at a provider, as the journal says, for the withdrawal check.
+
+A withdrawal may only reserve funds that are available. Checking a projection that lags would let
+two requests spend the same funds, so the check runs under a per-(provider, currency) advisory
+lock: it first catches the journal up to the log's head, reads `available`, and the caller
+records its reservation before the lock is released. The next request in line then sees it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from decimal import Decimal
+
+import asyncpg
+
+from adapters.storage.postgres_store import AnyConnection
+from adapters.storage.read_models.runner import ProjectionRunner
+from ledger.errors import InsufficientFunds
+from projections.postings import provider_funds
+
+JOURNAL = "journal"
+
+
+def _lock_key(provider: str, currency: str) -> int:
+    digest = hashlib.sha256(f"funds:{provider}:{currency}".encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
+
+
+async def available_funds(
+    source: asyncpg.Pool | AnyConnection, provider: str, currency: str
+) -> Decimal:
+    row = await source.fetchrow(
+        "SELECT posted + reserved AS available FROM account_balances"
+        " WHERE account = $1 AND currency = $2",
+        provider_funds(provider),
+        currency,
+    )
+    return Decimal(row["available"]) if row else Decimal(0)
+
+
+class JournalFundsGuard:
+    def __init__(self, pool: asyncpg.Pool, runner: ProjectionRunner) -> None:
+        self.pool = pool
+        self.runner = runner
+
+    @asynccontextmanager
+    async def reserving(self, provider: str, currency: str, amount: Decimal) -> AsyncIterator[None]:
+        """Raises InsufficientFunds unless `amount` is available; holds the lock for the block."""
+        async with self.pool.acquire() as connection:
+            key = _lock_key(provider, currency)
+            await connection.execute("SELECT pg_advisory_lock($1)", key)
+            try:
+                await self.runner.catch_up([JOURNAL])
+                available = await available_funds(connection, provider, currency)
+                if available < amount:
+                    raise InsufficientFunds(
+                        f"{amount} {currency} requested at {provider}, {available} available"
+                    )
+                yield
+            finally:
+                await connection.execute("SELECT pg_advisory_unlock($1)", key)
