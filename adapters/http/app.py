@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from adapters.config import Settings
 from adapters.http.auth import SETTINGS, authorize
 from adapters.http.background import add_background
+from adapters.http.finance import add_finance_routes
 from adapters.http.problems import problem
 from adapters.http.queries import RUNNER, add_query_routes
 from adapters.providers.contract import ProviderAdapter, ProviderCallFailed
@@ -316,6 +317,7 @@ def init_app(
     )
     app[PAYMENTS] = payments
     add_query_routes(app)
+    add_finance_routes(app, payments)
     add_background(app, settings, store, payments, dict(adapters), now)
 
     async def close_clients(_: web.Application) -> None:
