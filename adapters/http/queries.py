@@ -132,7 +132,7 @@ async def list_withdrawals(request: web.Request) -> web.Response:
 
 
 def _amount(value: Decimal) -> str:
-    return format(value.normalize() if value == 0 else value, "f")
+    return format(value, "f")  # keeps the currency's scale: 0E-8 is "0.00000000"
 
 
 async def balances(request: web.Request) -> web.Response:
