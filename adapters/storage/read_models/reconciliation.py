@@ -14,6 +14,7 @@ from decimal import Decimal
 from typing import Any
 
 from adapters.storage.postgres_store import AnyConnection, fetch_stream_before
+from adapters.storage.read_models.item_changes import ItemChanges, Subject
 from adapters.storage.read_models.journal import UNMATCHED_RECORD, matched_delivery, subject_targets
 from ledger.codec import decode_document
 from ledger.payment import Payment
@@ -24,13 +25,6 @@ from projections.subjects import SubjectStates, is_subject_event
 
 BALANCE_RECORD = "ProviderBalance.Reported"
 BALANCE_STREAM_PREFIX = "provider-balances-"
-
-
-@dataclass(frozen=True, slots=True)
-class Subject:
-    type: str
-    id: str
-    provider: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,146 +65,100 @@ class ReconciliationProjection:
     async def apply(self, connection: AnyConnection, events: list[RecordedEvent]) -> None:
         self._connection = connection
         funds: dict[tuple[str, str], Decimal] = defaultdict(Decimal)
+        items = ItemChanges()
         for event in events:
             if is_subject_event(event):
-                await self._subject_event(connection, event, funds)
+                await self._subject_event(event, funds, items)
             elif event.type == UNMATCHED_RECORD:
-                await self._unmatched(connection, event)
+                _unmatched(event, items)
             elif event.type == BALANCE_RECORD:
-                await self._balance(connection, event, funds)
+                await _balance(connection, event, funds, items)
+        await items.write(connection)
         await _add_funds(connection, funds)
 
     async def _subject_event(
         self,
-        connection: AnyConnection,
         event: RecordedEvent,
         funds: dict[tuple[str, str], Decimal],
+        items: ItemChanges,
     ) -> None:
         before, after, aggregate = await self._states.transition(event, derive)
         subject = Subject(type(aggregate).__name__.lower(), event.stream_id, aggregate.provider)
         previous = before.findings if before else {}
         for reason, finding in after.findings.items():
             if reason not in previous:
-                await _open(connection, event, subject, finding)
+                items.open(event, subject, finding)
             elif finding != previous[reason]:
-                await _update(connection, event, subject, finding)
+                items.update(event, subject, finding)
         for reason in previous.keys() - after.findings.keys():
-            await _clear(connection, event, subject, reason)
-        for currency in (before.funds if before else {}).keys() | after.funds.keys():
-            change = after.funds.get(currency, Decimal(0)) - (
-                before.funds.get(currency, Decimal(0)) if before else Decimal(0)
+            items.clear(event, subject, reason)
+        previous_funds = before.funds if before else {}
+        for currency in previous_funds.keys() | after.funds.keys():
+            change = after.funds.get(currency, Decimal(0)) - previous_funds.get(
+                currency, Decimal(0)
             )
             funds[(aggregate.provider, currency)] += change
         matched = matched_delivery(event)
         if matched is not None:
             provider, key = matched
-            await _clear(
-                connection,
-                event,
-                Subject("delivery", f"{provider}:{key}", provider),
-                Reason.UNMATCHED,
+            delivery = Subject("delivery", f"{provider}:{key}", provider)
+            items.clear(event, delivery, Reason.UNMATCHED)
+
+
+def _unmatched(event: RecordedEvent, items: ItemChanges) -> None:
+    document = decode_document(event.payload)
+    provider = str(document["provider"])
+    deposits = document.get("deposits", [])
+    currency = str(deposits[0]["currency"]) if deposits else ""
+    reported = sum((Decimal(d["amount"]) for d in deposits), Decimal(0))
+    finding = Finding(Reason.UNMATCHED, currency, None, None, reported, reported)
+    items.open(
+        event, Subject("delivery", f"{provider}:{document['dedupe_key']}", provider), finding
+    )
+
+
+async def _balance(
+    connection: AnyConnection,
+    event: RecordedEvent,
+    funds: dict[tuple[str, str], Decimal],
+    items: ItemChanges,
+) -> None:
+    """Compares a provider's verified balance with the ledger's posted funds there, as the log
+    stands at this event (the stored tally plus this batch's changes so far)."""
+    document = decode_document(event.payload)
+    if not document.get("verified", False) or document.get("available") is None:
+        return  # an unauthenticated balance is kept for the record and compared with nothing
+    provider = event.stream_id.removeprefix(BALANCE_STREAM_PREFIX)
+    currency = str(document["currency"])
+    stored = await connection.fetchval(
+        "SELECT posted FROM reconciliation_funds WHERE provider = $1 AND currency = $2",
+        provider,
+        currency,
+    )
+    ledger = (stored or Decimal(0)) + funds[(provider, currency)]
+    reported = Decimal(document["available"])
+    subject = Subject("provider", f"{provider}:{currency}", provider)
+    reason = Reason.PROVIDER_BALANCE_MISMATCH
+    is_open = items.open_in_batch(subject, reason)
+    if is_open is None:
+        is_open = bool(
+            await connection.fetchval(
+                "SELECT 1 FROM reconciliation_items WHERE subject_type = $1 AND subject_id = $2"
+                " AND reason = $3 AND cleared_at IS NULL",
+                subject.type,
+                subject.id,
+                reason.value,
             )
-
-    async def _unmatched(self, connection: AnyConnection, event: RecordedEvent) -> None:
-        document = decode_document(event.payload)
-        provider = str(document["provider"])
-        deposits = document.get("deposits", [])
-        currency = str(deposits[0]["currency"]) if deposits else ""
-        reported = sum((Decimal(d["amount"]) for d in deposits), Decimal(0))
-        finding = Finding(Reason.UNMATCHED, currency, None, None, reported, reported)
-        subject = Subject("delivery", f"{provider}:{document['dedupe_key']}", provider)
-        await _open(connection, event, subject, finding)
-
-    async def _balance(
-        self,
-        connection: AnyConnection,
-        event: RecordedEvent,
-        funds: dict[tuple[str, str], Decimal],
-    ) -> None:
-        document = decode_document(event.payload)
-        if not document.get("verified", False) or document.get("available") is None:
-            return  # an unauthenticated balance is kept for the record and compared with nothing
-        provider = event.stream_id.removeprefix(BALANCE_STREAM_PREFIX)
-        currency = str(document["currency"])
-        stored = await connection.fetchval(
-            "SELECT posted FROM reconciliation_funds WHERE provider = $1 AND currency = $2",
-            provider,
-            currency,
         )
-        ledger = (stored or Decimal(0)) + funds[(provider, currency)]
-        reported = Decimal(document["available"])
-        subject = Subject("provider", f"{provider}:{currency}", provider)
-        open_item = await connection.fetchval(
-            "SELECT difference FROM reconciliation_items WHERE subject_type = 'provider'"
-            " AND subject_id = $1 AND reason = $2 AND cleared_at IS NULL",
-            subject.id,
-            Reason.PROVIDER_BALANCE_MISMATCH.value,
-        )
-        if reported == ledger:
-            if open_item is not None:
-                await _clear(connection, event, subject, Reason.PROVIDER_BALANCE_MISMATCH)
-            return
-        finding = Finding(
-            Reason.PROVIDER_BALANCE_MISMATCH, currency, None, ledger, reported, reported - ledger
-        )
-        if open_item is None:
-            await _open(connection, event, subject, finding)
-        else:
-            await _update(connection, event, subject, finding)
-
-
-async def _open(
-    connection: AnyConnection, event: RecordedEvent, subject: Subject, finding: Finding
-) -> None:
-    await connection.execute(
-        "INSERT INTO reconciliation_items (subject_type, subject_id, reason, detected_position,"
-        " provider, currency, expected, received, provider_reported, difference, detected_at,"
-        " updated_position) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $4)",
-        subject.type,
-        subject.id,
-        finding.reason.value,
-        event.position,
-        subject.provider,
-        finding.currency,
-        finding.expected,
-        finding.received,
-        finding.provider_reported,
-        finding.difference,
-        event.recorded_at,
-    )
-
-
-async def _update(
-    connection: AnyConnection, event: RecordedEvent, subject: Subject, finding: Finding
-) -> None:
-    await connection.execute(
-        "UPDATE reconciliation_items SET expected = $4, received = $5, provider_reported = $6,"
-        " difference = $7, updated_position = $8 WHERE subject_type = $1 AND subject_id = $2"
-        " AND reason = $3 AND cleared_at IS NULL",
-        subject.type,
-        subject.id,
-        finding.reason.value,
-        finding.expected,
-        finding.received,
-        finding.provider_reported,
-        finding.difference,
-        event.position,
-    )
-
-
-async def _clear(
-    connection: AnyConnection, event: RecordedEvent, subject: Subject, reason: Reason
-) -> None:
-    await connection.execute(
-        "UPDATE reconciliation_items SET cleared_at = $4, cleared_position = $5,"
-        " updated_position = $5 WHERE subject_type = $1 AND subject_id = $2 AND reason = $3"
-        " AND cleared_at IS NULL",
-        subject.type,
-        subject.id,
-        reason.value,
-        event.recorded_at,
-        event.position,
-    )
+    if reported == ledger:
+        if is_open:
+            items.clear(event, subject, reason)
+        return
+    finding = Finding(reason, currency, None, ledger, reported, reported - ledger)
+    if is_open:
+        items.update(event, subject, finding)
+    else:
+        items.open(event, subject, finding)
 
 
 async def _add_funds(connection: AnyConnection, funds: dict[tuple[str, str], Decimal]) -> None:
