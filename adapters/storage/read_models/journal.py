@@ -36,14 +36,15 @@ def subject_targets(aggregate: Any) -> Postings:
     return withdrawal_targets(aggregate)
 
 
-def matched_delivery(event: RecordedEvent) -> tuple[str, str] | None:
-    """(provider, dedupe key) when `event` records an unmatched delivery now applied."""
+def matched_delivery(event: RecordedEvent) -> tuple[str, str, str] | None:
+    """(provider, dedupe key, outcome) when `event` records an unmatched delivery now applied
+    to its subject; the outcome says whether the subject counted its funds (`verified`)."""
     if not event.type.endswith(".DeliveryRecorded"):
         return None
     delivery = decode_document(event.payload).get("delivery", {})
     if not delivery.get("matched_later"):
         return None
-    return str(delivery["provider"]), str(delivery["dedupe_key"])
+    return str(delivery["provider"]), str(delivery["dedupe_key"]), str(delivery.get("outcome"))
 
 
 def reported_unmatched_postings(document: dict[str, Any]) -> Postings:
@@ -172,12 +173,14 @@ class JournalProjection:
         before, after, aggregate = await self._states.transition(event, subject_targets)
         delta = difference(before or {}, after)
         matched = matched_delivery(event)
-        if matched is not None:
-            # The funds held in unmatched suspense now belong to this subject: reverse them.
+        if matched is not None and matched[2] == "verified":
+            # The funds held in unmatched suspense now count in this subject: reverse them.
+            # (Applied but not verified for this subject, they stay in suspense, and the
+            # subject shows them as unverified.)
             held = await connection.fetchval(
                 "UPDATE journal_unmatched SET matched = true"
                 " WHERE provider = $1 AND dedupe_key = $2 AND NOT matched RETURNING postings",
-                *matched,
+                *matched[:2],
             )
             if held:
                 delta = combine(delta, difference(_postings_from_json(held), {}))

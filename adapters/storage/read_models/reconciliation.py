@@ -100,7 +100,7 @@ class ReconciliationProjection:
             funds[(aggregate.provider, currency)] += change
         matched = matched_delivery(event)
         if matched is not None:
-            provider, key = matched
+            provider, key, _ = matched
             delivery = Subject("delivery", f"{provider}:{key}", provider)
             items.clear(event, delivery, Reason.UNMATCHED)
 
