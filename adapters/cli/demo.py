@@ -1,185 +1,93 @@
-"""`ledger demo`: payments and withdrawals through the domain and the store, states rebuilt.
+"""`ledger demo`: payments and withdrawals through all five providers over real HTTP on loopback.
 
-Each scenario is driven by the facts a provider would report; the printed state is what replaying
-the stored stream gives back, not the object the demo held in memory.
+The five provider sandboxes and the ledger's HTTP service run on free loopback ports, on the
+configured database (else the embedded PostgreSQL). Payments and withdrawals are created through
+the ledger's API, the sandboxes play scenarios (full, partial, over, duplicate, several deposits,
+failed, expired with and without funds, late; withdrawals completed, failed, held for review)
+and post their webhooks to the ledger, and the report is read back from the ledger's API.
 """
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
-from decimal import Decimal
+import contextlib
+import secrets
+import time
 
-from adapters.storage.postgres_store import PostgresEventStore
-from adapters.storage.repository import AggregateRepository
-from ledger.commands import (
-    DepositReport,
-    PaymentReference,
-    PaymentStatusReport,
-    PaymentUpdate,
-    ProviderPaymentOutcome,
+import aiohttp
+
+from adapters.cli.database import open_pool
+from adapters.cli.demo_driver import DemoRun, LedgerApi, LedgerClock, ScenarioDriver
+from adapters.cli.demo_plan import payment_cases, withdrawal_cases
+from adapters.cli.demo_report import (
+    Section,
+    event_log_section,
+    notes_section,
+    payments_section,
+    withdrawals_section,
 )
-from ledger.hashchain import verify_chain
-from ledger.money import Money
-from ledger.payment import Payment
-from ledger.withdrawal import Withdrawal
+from adapters.cli.service import (
+    build_app,
+    describe_database,
+    listening_socket,
+    serving,
+    socket_url,
+)
+from adapters.config import PROVIDER_IDS, ApiSettings, ApiToken, Settings
+from adapters.sandbox.fleet import LOOPBACK, SandboxFleet, sandbox_fleet
+from adapters.storage.postgres_store import PostgresEventStore
 
-NOW = datetime.now(UTC)
+# The report, in order. Each section gets the finished run (the ledger's API and store, and the
+# payments and withdrawals the demo asked for); add further sections (balances, reconciliation
+# summary) here.
+REPORT: list[Section] = [payments_section, withdrawals_section, notes_section, event_log_section]
 
 
-def _deposit(
-    deposit_id: str, amount: str, currency: str, *, confirmed: bool = True, minutes: int = 1
-) -> DepositReport:
-    return DepositReport(
-        deposit_id,
-        Decimal(amount),
-        currency,
-        confirmed=confirmed,
-        confirmations=20 if confirmed else 1,
-        tx_hash=f"0x{deposit_id}",
-        observed_at=NOW + timedelta(minutes=minutes),
+def demo_settings(settings: Settings, public_url: str, fleet: SandboxFleet, token: str) -> Settings:
+    """The configuration's database and limits, with the sandboxes as providers and one demo
+    token holding every scope."""
+    api = ApiSettings(tokens=[ApiToken(name="demo", token=token, scopes=["admin"])])
+    return settings.model_copy(
+        update={"public_url": public_url, "api": api, "providers": fleet.provider_tables()}
     )
 
 
-def _payment(order_id: str, expected: str, currency: str) -> Payment:
-    return Payment.create(
-        provider="cryptofuse",
-        provider_ref=f"cf-{order_id}",
-        order_id=order_id,
-        expected=Money.of(expected, currency),
-        price=Money.of(expected, "USD") if currency != "ETH" else Money.of("3000", "USD"),
-        expires_at=NOW + timedelta(minutes=30),
-    )
-
-
-def _scenarios() -> list[tuple[str, Payment, list[PaymentUpdate], datetime]]:
-    at = NOW + timedelta(minutes=2)
-    after_expiry = NOW + timedelta(minutes=45)
-    full = _payment("order-full", "100", "USDT")
-    partial = _payment("order-partial", "100", "USDT")
-    over = _payment("order-over", "100", "USDT")
-    eth = _payment("order-eth", "1.000000000000000001", "ETH")
-    late = _payment("order-late", "50", "USDT")
-    failed = _payment("order-failed", "25", "USDT")
-
-    def ref(p: Payment) -> PaymentReference:
-        return PaymentReference("cryptofuse", p.provider_ref)
-
-    return [
-        (
-            "full payment, reported twice",
-            full,
-            [PaymentUpdate(ref(full), deposits=(_deposit("a1", "100", "USDT"),))] * 2,
-            at,
-        ),
-        (
-            "partial payment",
-            partial,
-            [PaymentUpdate(ref(partial), deposits=(_deposit("b1", "50", "USDT"),))],
-            at,
-        ),
-        (
-            "over-payment in two deposits, one unconfirmed",
-            over,
-            [
-                PaymentUpdate(
-                    ref(over),
-                    deposits=(
-                        _deposit("c1", "100", "USDT"),
-                        _deposit("c2", "50", "USDT", confirmed=False),
-                    ),
-                )
-            ],
-            at,
-        ),
-        (
-            "18-decimal ETH, exact",
-            eth,
-            [PaymentUpdate(ref(eth), deposits=(_deposit("e1", "1.000000000000000001", "ETH"),))],
-            at,
-        ),
-        (
-            "funds after expiry",
-            late,
-            [PaymentUpdate(ref(late), deposits=(_deposit("l1", "50", "USDT", minutes=40),))],
-            after_expiry,
-        ),
-        (
-            "provider says failed",
-            failed,
-            [
-                PaymentUpdate(
-                    ref(failed),
-                    status=PaymentStatusReport(
-                        "failed", ProviderPaymentOutcome.FAILED, reported_at=at
-                    ),
-                )
-            ],
-            at,
-        ),
-    ]
-
-
-async def run_demo(store: PostgresEventStore) -> None:
-    repository = AggregateRepository(store)
-    print("Payments (state rebuilt from the stored events)")
-    print(
-        f"{'scenario':48} {'status':10} {'coverage':8} {'late':5} {'received':>26} "
-        f"{'pending':>12} {'overpaid':>12}"
-    )
-    for title, payment, updates, received_at in _scenarios():
-        for update in updates:
-            key = f"demo:{id(update)}"
-            if payment.has_delivery(key):
-                continue
-            payment.record_delivery({"dedupe_key": key, "source": "demo"})
-            payment.apply_update(update, received_at=received_at, verified=True)
-        await repository.save(payment)
-        rebuilt = await repository.load(Payment, payment.id)
-        assert rebuilt is not None
-        print(
-            f"{title:48} {rebuilt.status:10} {rebuilt.coverage:8} {rebuilt.late!s:5} "
-            f"{rebuilt.received!s:>26} {rebuilt.pending.to_str():>12} "
-            f"{rebuilt.overpaid.to_str():>12}"
-        )
-
-    print("\nWithdrawals")
-    for title, steps in (
-        ("completed", ("submit", "processing", "complete")),
-        ("failed (funds released)", ("submit", "fail")),
-        ("manual review", ("submit", "manual_review")),
+async def run_demo(settings: Settings) -> bool:
+    """Runs the demo and prints its report; False when some step went wrong (the report says
+    which)."""
+    began = time.monotonic()
+    token = secrets.token_urlsafe(24)
+    clock = LedgerClock()
+    print(f"Starting the five provider sandboxes and the ledger ({describe_database(settings)})…")
+    async with (
+        open_pool(settings) as pool,
+        sandbox_fleet(PROVIDER_IDS) as fleet,
+        aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http,
     ):
-        withdrawal = Withdrawal.request(
-            provider="cryptofuse",
-            request_id=f"w-{title[:6]}",
-            amount=Money.of("40", "USDT"),
-            address="TXdemo",
-        )
-        for step in steps:
-            if step == "submit":
-                withdrawal.submit("cf-w", "pending", Decimal("0.4"), Decimal(1))
-            elif step == "processing":
-                withdrawal.start_processing()
-            elif step == "complete":
-                withdrawal.complete("0xfeed", None)
-            elif step == "fail":
-                withdrawal.fail("provider rejected the address")
-            else:
-                withdrawal.require_manual_review()
-        await repository.save(withdrawal)
-        rebuilt_withdrawal = await repository.load(Withdrawal, withdrawal.id)
-        assert rebuilt_withdrawal is not None
-        sent = rebuilt_withdrawal.sent.to_str() if rebuilt_withdrawal.sent else "-"
-        print(
-            f"{title:26} {rebuilt_withdrawal.status:14} requested "
-            f"{rebuilt_withdrawal.requested} fee {rebuilt_withdrawal.fee.to_str()} sent {sent} "
-            f"reserved {rebuilt_withdrawal.reserved.to_str()}"
-        )
+        store = PostgresEventStore(pool)
+        with contextlib.closing(listening_socket(LOOPBACK, 0)) as sock:
+            url = socket_url(sock)
+            ledger_settings = demo_settings(settings, url, fleet, token)
+            await fleet.send_webhooks_to(ledger_settings)
+            async with serving(build_app(ledger_settings, store, clock=clock), sock):
+                print(f"ledger on {url}; sandboxes: " + ", ".join(
+                    f"{provider} {sandbox_url}" for provider, sandbox_url in fleet.urls().items()
+                ))  # fmt: skip
+                run = DemoRun(LedgerApi(url, token, http), store, fleet.urls())
+                driver = ScenarioDriver(run, clock)
+                # Every payment is paid before any withdrawal asks for the funds it brought.
+                await driver.payments(payment_cases(PROVIDER_IDS))
+                await driver.withdrawals(withdrawal_cases(PROVIDER_IDS))
+                for section in REPORT:
+                    await section(run)
+    _print_outcome(run, time.monotonic() - began)
+    return not run.problems
 
-    checked = 0
-    async for batch in store.read_log(0):
-        checked += verify_chain(batch, start_hash=batch[0].prev_hash)
-    head = await store.head()
-    print(
-        f"\nEvent log: {head.position} events, hash chain verified over {checked} "
-        f"(head {head.hash.hex()[:16]}…)"
-    )
+
+def _print_outcome(run: DemoRun, seconds: float) -> None:
+    done = f"{len(run.payments)} payments and {len(run.withdrawals)} withdrawals"
+    if not run.problems:
+        print(f"\nDemo done in {seconds:.1f} s: {done}, every webhook accepted.")
+        return
+    print(f"\nDemo done in {seconds:.1f} s: {done}, with {len(run.problems)} problems:")
+    for problem in run.problems:
+        print(f"  - {problem}")

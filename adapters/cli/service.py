@@ -1,0 +1,123 @@
+"""`ledger serve`: the ledger's HTTP service on the configured (or embedded) database, until
+SIGINT or SIGTERM.
+
+`build_app` is the one place that composes a running ledger (provider adapters, the HTTP app and
+whatever runs beside it); `ledger serve` and `ledger demo` both serve what it returns, so work
+added there runs in both.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import socket
+from collections.abc import AsyncIterator, Callable, Iterator
+from datetime import datetime
+
+from aiohttp import web
+
+from adapters.cli.database import open_pool
+from adapters.config import Settings
+from adapters.http.app import init_app
+from adapters.providers.registry import build_adapters
+from adapters.storage.postgres_store import PostgresEventStore
+
+# In-flight requests get this long to finish at shutdown; a provider retries what was cut off.
+SHUTDOWN_GRACE_SECONDS = 10.0
+
+
+def build_app(
+    settings: Settings,
+    store: PostgresEventStore,
+    *,
+    clock: Callable[[], datetime] | None = None,
+) -> web.Application:
+    """The ledger as it runs: the HTTP app over the configured providers.
+
+    Work that lives as long as the service (projection runner, sweeps) starts and stops with the
+    app as an aiohttp cleanup context (`app.cleanup_ctx`), added by init_app or here, so that
+    every caller of build_app runs it.
+    """
+    return init_app(settings, store, build_adapters(settings.providers), clock=clock)
+
+
+def listening_socket(host: str, port: int) -> socket.socket:
+    """Binds now, so the URL (and so `public_url`) is known before the app is built; port 0
+    takes a free one."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def socket_url(sock: socket.socket) -> str:
+    """The base URL clients use to reach the socket; a wildcard address is reached on loopback."""
+    host, port = sock.getsockname()[:2]
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)  # noqa: S104 - not binding
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+@contextlib.asynccontextmanager
+async def serving(app: web.Application, sock: socket.socket) -> AsyncIterator[None]:
+    """Serves `app` on the bound socket for the block; on exit stops accepting, lets in-flight
+    requests finish (up to the grace period) and runs the app's cleanup."""
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=SHUTDOWN_GRACE_SECONDS)
+    await runner.setup()
+    try:
+        await web.SockSite(runner, sock).start()
+        yield
+    finally:
+        await runner.cleanup()
+
+
+@contextlib.contextmanager
+def stop_on_signals(stop: asyncio.Event) -> Iterator[None]:
+    """SIGINT and SIGTERM set `stop` instead of killing the process mid-request."""
+    loop = asyncio.get_running_loop()
+    handled = (signal.SIGINT, signal.SIGTERM)
+    for number in handled:
+        loop.add_signal_handler(number, stop.set)
+    try:
+        yield
+    finally:
+        for number in handled:
+            loop.remove_signal_handler(number)
+
+
+def describe_database(settings: Settings) -> str:
+    if not settings.database_url:
+        return "embedded PostgreSQL"
+    # Host and database only: the URL may carry a password.
+    location = settings.database_url.rsplit("@", 1)[-1]
+    return f"PostgreSQL at {location}"
+
+
+async def run_service(settings: Settings, *, stop: asyncio.Event | None = None) -> None:
+    """Runs the service until `stop` is set (by SIGINT/SIGTERM, or by the caller)."""
+    stop = stop or asyncio.Event()
+    with (
+        stop_on_signals(stop),
+        contextlib.closing(listening_socket(settings.host, settings.port)) as sock,
+    ):
+        url = socket_url(sock)
+        if "public_url" not in settings.model_fields_set:
+            # Unconfigured, the webhook URLs handed to providers point at where we listen.
+            settings = settings.model_copy(update={"public_url": url})
+        async with open_pool(settings) as pool:
+            app = build_app(settings, PostgresEventStore(pool))
+            async with serving(app, sock):
+                providers = ", ".join(sorted(settings.providers)) or "none configured"
+                print(
+                    f"ledger serving on {url} ({describe_database(settings)}; "
+                    f"providers: {providers})",
+                    flush=True,
+                )
+                await stop.wait()
+                print("ledger stopping: finishing in-flight requests", flush=True)
+    print("ledger stopped", flush=True)

@@ -1,0 +1,422 @@
+"""Webhook ingest throughput (HTTP -> verified, durable events) under wrk, beside an aiohttp
+hello-world served by the same process in the same run.
+
+    python bench/webhook_ingest.py [--dsn DSN] [--duration 10] [--connections 64] [--threads 1]
+                                   [--payments 1000] [--deposits 4]
+
+Needs `wrk` (Debian: `apt-get install -y wrk`); a Python load generator saturates before the
+server does on this machine kind. Database: --dsn, else LEDGER_BENCH_DATABASE_URL, else
+postgresql://postgres@127.0.0.1:5432/postgres when it answers, else an ephemeral embedded
+PostgreSQL. Everything happens in a fresh schema, dropped at the end.
+
+The ledger is composed as `ledger serve` composes it (adapters.cli.service.build_app, default
+pool, default asyncio loop) with one provider, Payment Engine, whose sandbox is used to create the
+payments. Payment Engine signs `sha256=HMAC(raw body)` and names each delivery by its `eventId`,
+so the bench pre-signs distinct deliveries: `--deposits` further deposits to each of `--payments`
+payments, interleaved so that concurrent requests hit different payments. wrk posts them through
+bench/webhook_ingest.lua. Runs, each `--duration` seconds at `--connections` connections:
+
+  hello A        an aiohttp app that reads the body and answers the ledger's 200 JSON
+  distinct       each request a new deposit: verify, record raw, match, apply, append (atomic)
+  duplicates     replays of deliveries already ingested: acknowledged, recorded, nothing moves
+  hello B        again, so that drift of the machine shows; the baseline is the mean of A and B
+
+Only the ratios against the baseline are meant to be compared across runs (this machine kind
+swings up to 3x between runs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import re
+import shutil
+import sys
+import tempfile
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from time import perf_counter
+
+import aiohttp
+import asyncpg
+from aiohttp import web
+
+from adapters.cli.service import build_app, listening_socket, serving, socket_url
+from adapters.config import Settings
+from adapters.providers.http_client import dumps_exact
+from adapters.providers.payment_engine.webhooks import sign
+from adapters.sandbox.fleet import LOOPBACK, sandbox_fleet
+from adapters.storage.embedded import EmbeddedPostgres
+from adapters.storage.migrate import migrate
+from adapters.storage.postgres_store import PostgresEventStore, create_pool
+
+LOCAL_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
+LUA_SCRIPT = Path(__file__).with_name("webhook_ingest.lua")
+TOKEN = "bench-token"
+PROVIDER = "payment_engine"
+DELIVERY_RECORDED = "Payment.DeliveryRecorded"
+MERCHANT_ACCOUNT = "merchant"  # the Payment Engine adapter's default merchant_account_id
+CREATE_CONCURRENCY = 32
+WARM_UP_SECONDS = 2
+_RESULT = re.compile(r"WRK_RESULT (.*)")
+
+
+@dataclass(frozen=True, slots=True)
+class WrkResult:
+    name: str
+    requests: int
+    seconds: float
+    p50_ms: float
+    p99_ms: float
+    non_2xx: int
+    socket_errors: int
+    # What the ledger wrote meanwhile, requests still in flight when wrk stopped included: the
+    # events appended, and the deliveries recorded (one DeliveryRecorded per delivery).
+    events_appended: int | None = None
+    deliveries: int | None = None
+
+    @property
+    def rate(self) -> float:
+        return self.requests / self.seconds
+
+    @property
+    def events_per_delivery(self) -> float | None:
+        if self.events_appended is None or not self.deliveries:
+            return None
+        return self.events_appended / self.deliveries
+
+
+def require_wrk() -> str:
+    path = shutil.which("wrk")
+    if path is None:
+        sys.exit(
+            "wrk is not installed; this benchmark needs it as its load generator.\n"
+            "Install it with: apt-get install -y wrk   (Debian/Ubuntu package `wrk`)"
+        )
+    return path
+
+
+async def answers(dsn: str) -> bool:
+    try:
+        connection = await asyncpg.connect(dsn, timeout=3)
+    except (OSError, TimeoutError, asyncpg.PostgresError):
+        return False
+    await connection.close()
+    return True
+
+
+@contextlib.asynccontextmanager
+async def bench_database(given: str | None) -> AsyncIterator[tuple[str, str]]:
+    """(dsn, where it came from): --dsn, LEDGER_BENCH_DATABASE_URL, the local server, embedded."""
+    dsn = given or os.environ.get("LEDGER_BENCH_DATABASE_URL")
+    if dsn:
+        yield dsn, "given"
+        return
+    if await answers(LOCAL_DSN):
+        yield LOCAL_DSN, "local server"
+        return
+    server = EmbeddedPostgres(ephemeral=True)
+    try:
+        yield await server.start(), "embedded (ephemeral)"
+    finally:
+        await server.stop()
+
+
+@contextlib.asynccontextmanager
+async def fresh_schema(dsn: str) -> AsyncIterator[str]:
+    schema = f"bench_{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(dsn)
+    try:
+        await admin.execute(f'CREATE SCHEMA "{schema}"')
+        yield schema
+    finally:
+        await admin.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+        await admin.close()
+
+
+async def server_facts(dsn: str) -> str:
+    connection = await asyncpg.connect(dsn)
+    try:
+        version = await connection.fetchval("SHOW server_version")
+        settings = [
+            f"{name}={await connection.fetchval(f'SHOW {name}')}"
+            for name in ("fsync", "synchronous_commit", "shared_buffers")
+        ]
+    finally:
+        await connection.close()
+    return f"PostgreSQL {version} ({', '.join(settings)})"
+
+
+def background_settings(*, enabled: bool) -> dict[str, object]:
+    """Settings that turn the service's background loops (projection runner, expiry sweep,
+    balance poll) off, so that the figure is ingest alone; unknown keys are ignored by Settings,
+    so this is harmless on a version without them."""
+    if enabled:
+        return {}
+    return {"projections_in_process": False, "expiry_sweep_seconds": 0, "balance_poll_seconds": 0}
+
+
+async def settled_position(store: PostgresEventStore) -> int:
+    """The log's head once requests still in flight when wrk stopped have been written, so that
+    each run's events are counted in that run."""
+    position = (await store.head()).position
+    while True:
+        await asyncio.sleep(0.3)
+        now = (await store.head()).position
+        if now == position:
+            return now
+        position = now
+
+
+def hello_app() -> web.Application:
+    """The baseline: reads the body and answers what the ledger answers an accepted delivery."""
+
+    async def hello(request: web.Request) -> web.Response:
+        await request.read()
+        return web.json_response({"received": True, "outcome": "accepted"})
+
+    app = web.Application()
+    app.router.add_post("/{tail:.*}", hello)
+    return app
+
+
+async def create_payments(url: str, count: int) -> list[tuple[str, str]]:
+    """(order_id, provider_ref) of `count` new payments, created through POST /v1/payments."""
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    created: list[tuple[str, str]] = []
+    numbers = iter(range(count))
+
+    async def creator(http: aiohttp.ClientSession) -> None:
+        for number in numbers:
+            order_id = f"bench-{number:06d}"
+            body = {"provider": PROVIDER, "order_id": order_id, "amount": "100", "currency": "USD"}
+            async with http.post(url + "/v1/payments", json=body) as reply:
+                answer = await reply.json()
+                if reply.status != 201:
+                    raise RuntimeError(f"creating {order_id}: {reply.status} {answer}")
+                created.append((order_id, answer["provider_ref"]))
+
+    async with aiohttp.ClientSession(headers=headers) as http:
+        await asyncio.gather(*(creator(http) for _ in range(CREATE_CONCURRENCY)))
+    return created
+
+
+def deposit_lines(payments: list[tuple[str, str]], deposits: range, secret: str) -> Iterator[str]:
+    """One signed delivery per (deposit, payment), payments interleaved: consecutive requests
+    name different payments, so concurrent ones rarely contend for one stream."""
+    stamp = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+    for deposit in deposits:
+        for order_id, provider_ref in payments:
+            body = dumps_exact({
+                "eventId": f"evt_bench_{provider_ref}_{deposit}",
+                "eventType": "transaction.completed",
+                "timestamp": stamp,
+                "data": {
+                    "transactionId": f"{provider_ref}-bench{deposit}",
+                    "externalReference": order_id,
+                    "toAccountId": MERCHANT_ACCOUNT,
+                    "paymentTypeId": "crypto_deposit",
+                    "amount": Decimal("1.00"),
+                    "currencyCode": "USD",
+                    "status": "COMPLETED",
+                },
+            })  # fmt: skip
+            yield f"{sign(secret, body.encode())}\t{body}\n"
+
+
+async def run_wrk(
+    wrk: str, args: argparse.Namespace, url: str, deliveries: Path, *, seconds: int, limit: int = 0
+) -> WrkResult:
+    command = [
+        wrk, f"-t{args.threads}", f"-c{args.connections}", f"-d{seconds}s", "--timeout", "10s",
+        "-s", str(LUA_SCRIPT), url, "--", str(deliveries), str(args.threads), str(limit),
+    ]  # fmt: skip
+    process = await asyncio.create_subprocess_exec(
+        *command, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+    )
+    output, _ = await process.communicate()
+    text = output.decode()
+    found = _RESULT.search(text)
+    if process.returncode != 0 or found is None:
+        raise RuntimeError(f"wrk failed ({process.returncode}):\n{text}")
+    values = dict(item.split("=") for item in found.group(1).split())
+    return WrkResult(
+        name="",
+        requests=int(values["requests"]),
+        seconds=int(values["duration_us"]) / 1e6,
+        p50_ms=int(values["p50_us"]) / 1e3,
+        p99_ms=int(values["p99_us"]) / 1e3,
+        non_2xx=int(values["non_2xx"]),
+        socket_errors=int(values["socket_errors"]),
+    )
+
+
+def report(results: list[WrkResult], baseline: float) -> str:
+    lines = [
+        "| Run | Requests/s | p50 ms | p99 ms | Ratio to hello-world | Events/delivery | Non-2xx |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for result in results:
+        per_delivery = result.events_per_delivery
+        lines.append(
+            f"| {result.name} | {result.rate:,.0f} | {result.p50_ms:.1f} | {result.p99_ms:.1f} "
+            f"| {result.rate / baseline:.3f} "
+            f"| {'-' if per_delivery is None else f'{per_delivery:.2f}'} "
+            f"| {result.non_2xx + result.socket_errors} |"
+        )
+    return "\n".join(lines)
+
+
+@dataclass(frozen=True, slots=True)
+class Targets:
+    """What wrk is pointed at in one bench run."""
+
+    wrk: str
+    args: argparse.Namespace
+    store: PostgresEventStore
+    webhook_url: str
+    hello_url: str
+
+    async def run(
+        self, name: str, url: str, deliveries: Path, *, limit: int = 0, seconds: int = 0
+    ) -> WrkResult:
+        before = await settled_position(self.store)
+        raw = await run_wrk(
+            self.wrk, self.args, url, deliveries, seconds=seconds or self.args.duration, limit=limit
+        )
+        after = await settled_position(self.store)
+        recorded = await self.store.pool.fetchval(
+            "SELECT count(*) FROM events WHERE position > $1 AND position <= $2 AND type = $3",
+            before, after, DELIVERY_RECORDED,
+        )  # fmt: skip
+        ingesting = url == self.webhook_url
+        result = WrkResult(
+            name, raw.requests, raw.seconds, raw.p50_ms, raw.p99_ms, raw.non_2xx,
+            raw.socket_errors, after - before if ingesting else None,
+            recorded if ingesting else None,
+        )  # fmt: skip
+        per_delivery = result.events_per_delivery
+        print(
+            f"{name}: {result.rate:,.0f} req/s, p50 {result.p50_ms:.1f} ms, p99 "
+            f"{result.p99_ms:.1f} ms, non-2xx {result.non_2xx}, socket errors "
+            f"{result.socket_errors}"
+            + ("" if per_delivery is None else f", {per_delivery:.2f} events/delivery"),
+            flush=True,
+        )
+        return result
+
+
+async def measure_runs(targets: Targets, payments: list[tuple[str, str]], secret: str) -> None:
+    args = targets.args
+    with tempfile.TemporaryDirectory(prefix="bench-webhooks-") as folder:
+        warm, distinct = Path(folder) / "warm.tsv", Path(folder) / "distinct.tsv"
+        # Deposit 0 of every payment warms up; deposits 1.. are measured.
+        warm.write_text("".join(deposit_lines(payments, range(1), secret)))
+        deposits = range(1, args.deposits + 1)
+        distinct.write_text("".join(deposit_lines(payments, deposits, secret)))
+        available = len(payments) * args.deposits
+
+        await targets.run("warm-up hello", targets.hello_url, warm, seconds=WARM_UP_SECONDS)
+        await targets.run("warm-up ingest", targets.webhook_url, warm, seconds=WARM_UP_SECONDS)
+        hello_a = await targets.run("hello-world A", targets.hello_url, distinct)
+        ingest = await targets.run("webhook ingest, distinct", targets.webhook_url, distinct)
+        if ingest.requests > available:
+            print(
+                f"  note: {ingest.requests - available} requests went past the {available} "
+                "distinct deliveries and were duplicates; raise --payments or --deposits"
+            )
+        # Replays only what the distinct run surely sent, so every request here is a duplicate.
+        replayable = min(available, max(args.connections, ingest.requests - 2 * args.connections))
+        duplicates = await targets.run(
+            "webhook ingest, duplicates", targets.webhook_url, distinct, limit=replayable
+        )
+        hello_b = await targets.run("hello-world B", targets.hello_url, distinct)
+    baseline = (hello_a.rate + hello_b.rate) / 2
+    print(f"\nbaseline (mean of hello-world A and B): {baseline:,.0f} req/s\n")
+    print(report([hello_a, ingest, duplicates, hello_b], baseline))
+
+
+async def measure(args: argparse.Namespace) -> None:
+    wrk = require_wrk()
+    async with bench_database(args.dsn) as (dsn, source):
+        print(f"database: {source}; {await server_facts(dsn)}; cpus: {os.cpu_count()}")
+        print(
+            f"wrk: -t{args.threads} -c{args.connections} -d{args.duration}s; loop: asyncio; "
+            f"pool: {args.pool_size or 'default'}; background loops: "
+            f"{'on' if args.background else 'off'}"
+        )
+        async with fresh_schema(dsn) as schema, sandbox_fleet([PROVIDER]) as fleet:
+            # By default the pool `ledger serve` opens (create_pool's own sizes).
+            sizes = {"max_size": args.pool_size} if args.pool_size else {}
+            pool = await create_pool(dsn, schema=schema, **sizes)
+            try:
+                async with pool.acquire() as connection:
+                    await migrate(connection)
+                store = PostgresEventStore(pool)
+                with (
+                    contextlib.closing(listening_socket(LOOPBACK, 0)) as ledger_socket,
+                    contextlib.closing(listening_socket(LOOPBACK, 0)) as hello_socket,
+                ):
+                    ledger_url = socket_url(ledger_socket)
+                    settings = Settings.model_validate({
+                        "public_url": ledger_url,
+                        "api": {"tokens": [{"name": "bench", "token": TOKEN, "scopes": ["admin"]}]},
+                        "providers": fleet.provider_tables(),
+                        **background_settings(enabled=args.background),
+                    })  # fmt: skip
+                    async with (
+                        serving(build_app(settings, store), ledger_socket),
+                        serving(hello_app(), hello_socket),
+                    ):
+                        started = perf_counter()
+                        payments = await create_payments(ledger_url, args.payments)
+                        print(
+                            f"created {len(payments)} payments in {perf_counter() - started:.1f} s"
+                        )
+                        targets = Targets(
+                            wrk, args, store, f"{ledger_url}/v1/webhooks/{PROVIDER}",
+                            socket_url(hello_socket),
+                        )  # fmt: skip
+                        secret = settings.providers[PROVIDER]["webhook_secret"]
+                        await measure_runs(targets, payments, secret)
+            finally:
+                await pool.close()
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    parser.add_argument("--dsn", help="PostgreSQL URL (default: see the module doc)")
+    parser.add_argument("--duration", type=int, default=10, help="seconds per run (10)")
+    parser.add_argument("--connections", type=int, default=64, help="wrk connections (64)")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="wrk threads (1: the other core is the server's)"
+    )
+    parser.add_argument("--payments", type=int, default=1000, help="payments created (1000)")
+    parser.add_argument("--deposits", type=int, default=4, help="deliveries per payment (4)")
+    parser.add_argument(
+        "--pool-size", type=int, default=0, help="database pool size (default: the service's)"
+    )
+    parser.add_argument(
+        "--background",
+        action="store_true",
+        help="keep the service's background loops (projection runner ...) running meanwhile",
+    )
+    args = parser.parse_args(argv)
+    for name in ("duration", "connections", "threads", "payments", "deposits"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name} must be at least 1")
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    asyncio.run(measure(parse_args(argv)))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
