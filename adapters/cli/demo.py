@@ -17,6 +17,7 @@ import aiohttp
 
 from adapters.cli.database import open_pool
 from adapters.cli.demo_driver import DemoRun, LedgerApi, LedgerClock, ScenarioDriver
+from adapters.cli.demo_finance import balances_section, reconciliation_section
 from adapters.cli.demo_plan import payment_cases, withdrawal_cases
 from adapters.cli.demo_report import (
     Section,
@@ -39,7 +40,14 @@ from adapters.storage.postgres_store import PostgresEventStore
 # The report, in order. Each section gets the finished run (the ledger's API and store, and the
 # payments and withdrawals the demo asked for); add further sections (balances, reconciliation
 # summary) here.
-REPORT: list[Section] = [payments_section, withdrawals_section, notes_section, event_log_section]
+REPORT: list[Section] = [
+    payments_section,
+    withdrawals_section,
+    notes_section,
+    balances_section,
+    reconciliation_section,
+    event_log_section,
+]
 
 
 def demo_settings(settings: Settings, public_url: str, fleet: SandboxFleet, token: str) -> Settings:

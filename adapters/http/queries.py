@@ -16,6 +16,7 @@ from aiohttp import web
 
 from adapters.http.auth import authorize
 from adapters.storage.read_models.runner import ProjectionRunner
+from ledger.money import currency_scale, is_registered
 from projections.findings import Reason
 
 RUNNER = web.AppKey("projection_runner", ProjectionRunner)
@@ -131,8 +132,14 @@ async def list_withdrawals(request: web.Request) -> web.Response:
 # ---------------------------------------------------------------- balances and journal
 
 
-def _amount(value: Decimal) -> str:
-    return format(value, "f")  # keeps the currency's scale: 0E-8 is "0.00000000"
+def _amount(value: Decimal, currency: str) -> str:
+    """At the currency's scale, always: sums of NUMERIC drop trailing zeros, 0E-8 must read
+    "0.00000000", and a figure finer than the scale (a provider's odd report) stays whole."""
+    if is_registered(currency):
+        scaled = value.quantize(Decimal(1).scaleb(-currency_scale(currency)))
+        if scaled == value:
+            value = scaled
+    return format(value, "f")
 
 
 async def balances(request: web.Request) -> web.Response:
@@ -148,9 +155,9 @@ async def balances(request: web.Request) -> web.Response:
         {
             "account": r["account"],
             "currency": r["currency"],
-            "pending": _amount(r["pending"]),
-            "posted": _amount(r["posted"]),
-            "available": _amount(r["posted"] + r["reserved"]),
+            "pending": _amount(r["pending"], r["currency"]),
+            "posted": _amount(r["posted"], r["currency"]),
+            "available": _amount(r["posted"] + r["reserved"], r["currency"]),
         }
         for r in rows
     ]
@@ -188,7 +195,7 @@ async def journal(request: web.Request) -> web.Response:
                 "account": p["account"],
                 "currency": p["currency"],
                 "kind": p["kind"],
-                "amount": _amount(p["amount"]),
+                "amount": _amount(p["amount"], p["currency"]),
             }
         )
     items = [
@@ -229,8 +236,8 @@ def _reconciliation_filters(request: web.Request) -> Filters:
     return filters
 
 
-def _optional_amount(value: Decimal | None) -> str | None:
-    return None if value is None else _amount(value)
+def _optional_amount(value: Decimal | None, currency: str) -> str | None:
+    return None if value is None else _amount(value, currency)
 
 
 def item_view(row: Any) -> dict[str, Any]:
@@ -243,10 +250,10 @@ def item_view(row: Any) -> dict[str, Any]:
         "provider": row["provider"],
         "reason": row["reason"],
         "currency": row["currency"],
-        "expected": _optional_amount(row["expected"]),
-        "received": _optional_amount(row["received"]),
-        "provider_reported": _optional_amount(row["provider_reported"]),
-        "difference": _amount(row["difference"]),
+        "expected": _optional_amount(row["expected"], row["currency"]),
+        "received": _optional_amount(row["received"], row["currency"]),
+        "provider_reported": _optional_amount(row["provider_reported"], row["currency"]),
+        "difference": _amount(row["difference"], row["currency"]),
         "detected_at": instant(row["detected_at"]),
         "cleared_at": instant(row["cleared_at"]),
     }
@@ -296,7 +303,7 @@ async def reconciliation_summary(request: web.Request) -> web.Response:
             "reason": r["reason"],
             "currency": r["currency"],
             "items": r["items"],
-            "difference": _amount(r["difference"]),
+            "difference": _amount(r["difference"], r["currency"]),
         }
         for r in rows
     ]
