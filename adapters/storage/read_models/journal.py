@@ -191,15 +191,24 @@ class JournalProjection:
     async def _unmatched(
         self, connection: AnyConnection, event: RecordedEvent, batch: JournalBatch
     ) -> None:
+        """Holds the funds in unmatched suspense. The same delivery can be recorded unmatched
+        twice (an unauthenticated copy, then the genuine one): the entry is the difference."""
         document = decode_document(event.payload)
         postings = reported_unmatched_postings(document)
-        if not postings:
+        held = await connection.fetchval(
+            "SELECT postings FROM journal_unmatched WHERE provider = $1 AND dedupe_key = $2",
+            document["provider"],
+            document["dedupe_key"],
+        )
+        delta = difference(_postings_from_json(held) if held else {}, postings)
+        if not delta:
             return
         await connection.execute(
-            "INSERT INTO journal_unmatched (provider, dedupe_key, postings) VALUES ($1, $2, $3)",
+            "INSERT INTO journal_unmatched (provider, dedupe_key, postings) VALUES ($1, $2, $3)"
+            " ON CONFLICT (provider, dedupe_key) DO UPDATE SET postings = excluded.postings",
             document["provider"],
             document["dedupe_key"],
             _postings_json(postings),
         )
         subject_id = f"{document['provider']}:{document['dedupe_key']}"
-        batch.add(event, ("unmatched", subject_id, str(document["provider"])), postings)
+        batch.add(event, ("unmatched", subject_id, str(document["provider"])), delta)
