@@ -170,7 +170,10 @@ class WebhookIngestion:
                 continue
             subject = await self._find_subject(fact)
             if subject is None:
-                outcomes.append(await self._record_unmatched(provider, fact, document))
+                outcome = await self._record_unmatched(provider, fact, document)
+                outcomes.append(
+                    await self._match_if_created_meanwhile(provider, fact, document, outcome)
+                )
                 continue
             subject = touched.get(str(subject.id), subject)
             touched[str(subject.id)] = subject
@@ -338,6 +341,27 @@ class WebhookIngestion:
             return "duplicate"
         return "accepted"
 
+    async def _match_if_created_meanwhile(
+        self,
+        provider: str,
+        fact: PaymentUpdate | WithdrawalUpdate,
+        document: dict[str, Any],
+        outcome: str,
+    ) -> str:
+        """Looks for the subject once more, now that the unmatched record is committed.
+
+        A webhook can overtake the create answer: its subject may be saved after this delivery
+        looked for it, yet look for unmatched deliveries (`match_unmatched`) before this record
+        was committed. Each side looks after its own write, so at least the later one sees the
+        other; without this second look the delivery would stay unmatched, its funds in suspense.
+        """
+        if await self._find_subject(fact) is None:
+            return outcome
+        record = await self._unmatched_record(provider, str(document["dedupe_key"]))
+        if record is None:
+            return outcome
+        return (await self._apply_unmatched(provider, record)).outcome
+
     async def match_unmatched(self, provider: str, kind: str, names: list[str]) -> int:
         """Applies deliveries that arrived before their subject was known. Returns how many."""
         matched = 0
@@ -346,23 +370,26 @@ class WebhookIngestion:
                 record = await self._unmatched_record(provider, claim.key)
                 if record is None:
                     continue
-                adapter = self.adapters[provider]
-                delivery = WebhookDelivery(
-                    provider=provider,
-                    body=str(record.get("body", "")).encode(),
-                    headers=record.get("headers", {}),
-                    received_at=datetime.fromisoformat(record["received_at"]),
-                )
-                translation = adapter.webhooks.translate(delivery)
-                verification = Verification(
-                    VerificationOutcome(record["verification"]["outcome"]),
-                    record["verification"]["scheme"],
-                    record["verification"]["reason"],
-                )
-                document = {**record, "received_at": delivery.received_at, "matched_later": True}
-                await self.apply(provider, translation, document, verification)
+                await self._apply_unmatched(provider, record)
                 matched += 1
         return matched
+
+    async def _apply_unmatched(self, provider: str, record: dict[str, Any]) -> IngestResult:
+        adapter = self.adapters[provider]
+        delivery = WebhookDelivery(
+            provider=provider,
+            body=str(record.get("body", "")).encode(),
+            headers=record.get("headers", {}),
+            received_at=datetime.fromisoformat(record["received_at"]),
+        )
+        translation = adapter.webhooks.translate(delivery)
+        verification = Verification(
+            VerificationOutcome(record["verification"]["outcome"]),
+            record["verification"]["scheme"],
+            record["verification"]["reason"],
+        )
+        document = {**record, "received_at": delivery.received_at, "matched_later": True}
+        return await self.apply(provider, translation, document, verification)
 
     async def _unmatched_record(self, provider: str, dedupe_key: str) -> dict[str, Any] | None:
         for event in await self.store.read_stream(f"unmatched-{provider}"):
