@@ -73,7 +73,9 @@ class ItemChanges:
         row = changes.open_new_row()
         if row is not None:
             row.cleared, row.updated_position = (event.recorded_at, event.position), event.position
-        elif not changes.new_rows:
+        elif not changes.new_rows and changes.existing_cleared is None:
+            # The first clearing wins, as it would with one event per batch (a later one finds
+            # no open row: an unmatched delivery applied twice clears its item twice).
             changes.existing_cleared = (event.recorded_at, event.position)
 
     def open_in_batch(self, subject: Subject, reason: Reason) -> bool | None:

@@ -70,7 +70,7 @@ class ReconciliationProjection:
             if is_subject_event(event):
                 await self._subject_event(event, funds, items)
             elif event.type == UNMATCHED_RECORD:
-                _unmatched(event, items)
+                await _unmatched(connection, event, items)
             elif event.type == BALANCE_RECORD:
                 await _balance(connection, event, funds, items)
         await items.write(connection)
@@ -105,16 +105,38 @@ class ReconciliationProjection:
             items.clear(event, delivery, Reason.UNMATCHED)
 
 
-def _unmatched(event: RecordedEvent, items: ItemChanges) -> None:
+async def _unmatched(connection: AnyConnection, event: RecordedEvent, items: ItemChanges) -> None:
     document = decode_document(event.payload)
     provider = str(document["provider"])
     deposits = document.get("deposits", [])
     currency = str(deposits[0]["currency"]) if deposits else ""
     reported = sum((Decimal(d["amount"]) for d in deposits), Decimal(0))
     finding = Finding(Reason.UNMATCHED, currency, None, None, reported, reported)
-    items.open(
-        event, Subject("delivery", f"{provider}:{document['dedupe_key']}", provider), finding
-    )
+    subject = Subject("delivery", f"{provider}:{document['dedupe_key']}", provider)
+    # One delivery can be recorded unmatched twice (an unauthenticated copy, then the genuine
+    # one with the same body): it stays one item, which the later record updates.
+    if await _is_open(connection, items, subject, Reason.UNMATCHED):
+        items.update(event, subject, finding)
+    else:
+        items.open(event, subject, finding)
+
+
+async def _is_open(
+    connection: AnyConnection, items: ItemChanges, subject: Subject, reason: Reason
+) -> bool:
+    """Whether the item is open as the log stands at this event (this batch's changes first)."""
+    is_open = items.open_in_batch(subject, reason)
+    if is_open is None:
+        is_open = bool(
+            await connection.fetchval(
+                "SELECT 1 FROM reconciliation_items WHERE subject_type = $1 AND subject_id = $2"
+                " AND reason = $3 AND cleared_at IS NULL",
+                subject.type,
+                subject.id,
+                reason.value,
+            )
+        )
+    return is_open
 
 
 async def _balance(
@@ -139,17 +161,7 @@ async def _balance(
     reported = Decimal(document["available"])
     subject = Subject("provider", f"{provider}:{currency}", provider)
     reason = Reason.PROVIDER_BALANCE_MISMATCH
-    is_open = items.open_in_batch(subject, reason)
-    if is_open is None:
-        is_open = bool(
-            await connection.fetchval(
-                "SELECT 1 FROM reconciliation_items WHERE subject_type = $1 AND subject_id = $2"
-                " AND reason = $3 AND cleared_at IS NULL",
-                subject.type,
-                subject.id,
-                reason.value,
-            )
-        )
+    is_open = await _is_open(connection, items, subject, reason)
     if reported == ledger:
         if is_open:
             items.clear(event, subject, reason)
