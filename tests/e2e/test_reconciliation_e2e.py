@@ -920,13 +920,6 @@ async def test_provider_balance_mismatch_from_a_payment_engine_balance_webhook(w
     cleared_item((await world.items("cleared", reason="provider_balance_mismatch"))[0])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: reconciliation compares provider balances with reconciliation_funds, which "
-    "counts only payments' and withdrawals' postings, while the journal's "
-    "provider:<p>:funds also holds authenticated unmatched funds (suspense:unmatched); a "
-    "provider balance that includes them shows as a mismatch the journal does not have",
-)
 async def test_a_provider_balance_agreeing_with_the_journal_is_no_mismatch(world):
     early = await payment_engine_transaction_at_the_provider(world, "REC_early_pe_bal", "100.00")
     await world.scenario("payment_engine", early, "full")  # unmatched, held in suspense

@@ -37,6 +37,7 @@ READ_MODELS = {
     "journal_unmatched": "provider, dedupe_key",
     "reconciliation_items": "subject_type, subject_id, reason, detected_position",
     "reconciliation_funds": "provider, currency",
+    "reconciliation_unmatched_funds": "provider, dedupe_key, currency",
 }
 
 

@@ -15,7 +15,12 @@ from typing import Any
 
 from adapters.storage.postgres_store import AnyConnection, fetch_stream_before
 from adapters.storage.read_models.item_changes import ItemChanges, Subject
-from adapters.storage.read_models.journal import UNMATCHED_RECORD, matched_delivery, subject_targets
+from adapters.storage.read_models.journal import (
+    UNMATCHED_RECORD,
+    matched_delivery,
+    reported_unmatched_postings,
+    subject_targets,
+)
 from ledger.codec import decode_document
 from ledger.payment import Payment
 from ledger.ports import RecordedEvent
@@ -49,7 +54,11 @@ def derive(aggregate: Any) -> Derived:
 
 class ReconciliationProjection:
     name: str = "reconciliation"
-    tables: tuple[str, ...] = ("reconciliation_items", "reconciliation_funds")
+    tables: tuple[str, ...] = (
+        "reconciliation_items",
+        "reconciliation_funds",
+        "reconciliation_unmatched_funds",
+    )
 
     def __init__(self) -> None:
         self._connection: AnyConnection | None = None
@@ -71,6 +80,7 @@ class ReconciliationProjection:
                 await self._subject_event(event, funds, items)
             elif event.type == UNMATCHED_RECORD:
                 await _unmatched(connection, event, items)
+                await _hold_unmatched_funds(connection, event, funds)
             elif event.type == BALANCE_RECORD:
                 await _balance(connection, event, funds, items)
         await items.write(connection)
@@ -100,9 +110,11 @@ class ReconciliationProjection:
             funds[(aggregate.provider, currency)] += change
         matched = matched_delivery(event)
         if matched is not None:
-            provider, key, _ = matched
+            provider, key, outcome = matched
             delivery = Subject("delivery", f"{provider}:{key}", provider)
             items.clear(event, delivery, Reason.UNMATCHED)
+            if outcome == "verified":  # as the journal does: the subject now counts them
+                await _release_unmatched_funds(self._connection, provider, key, funds)
 
 
 async def _unmatched(connection: AnyConnection, event: RecordedEvent, items: ItemChanges) -> None:
@@ -119,6 +131,52 @@ async def _unmatched(connection: AnyConnection, event: RecordedEvent, items: Ite
         items.update(event, subject, finding)
     else:
         items.open(event, subject, finding)
+
+
+async def _hold_unmatched_funds(
+    connection: AnyConnection, event: RecordedEvent, funds: dict[tuple[str, str], Decimal]
+) -> None:
+    """Counts the funds the journal holds in unmatched suspense (the same rule decides)."""
+    document = decode_document(event.payload)
+    provider, key = str(document["provider"]), str(document["dedupe_key"])
+    account = provider_funds(provider)
+    held = {
+        k.currency: amount
+        for k, amount in reported_unmatched_postings(document).items()
+        if k.account == account and k.kind is Kind.POSTED
+    }
+    rows = await connection.fetch(
+        "DELETE FROM reconciliation_unmatched_funds WHERE provider = $1 AND dedupe_key = $2"
+        " RETURNING currency, posted",
+        provider,
+        key,
+    )
+    for row in rows:
+        funds[(provider, row["currency"])] -= row["posted"]
+    for currency, amount in held.items():
+        funds[(provider, currency)] += amount
+    await connection.executemany(
+        "INSERT INTO reconciliation_unmatched_funds (provider, dedupe_key, currency, posted)"
+        " VALUES ($1, $2, $3, $4)",
+        [(provider, key, currency, amount) for currency, amount in held.items()],
+    )
+
+
+async def _release_unmatched_funds(
+    connection: AnyConnection | None,
+    provider: str,
+    key: str,
+    funds: dict[tuple[str, str], Decimal],
+) -> None:
+    assert connection is not None
+    rows = await connection.fetch(
+        "DELETE FROM reconciliation_unmatched_funds WHERE provider = $1 AND dedupe_key = $2"
+        " RETURNING currency, posted",
+        provider,
+        key,
+    )
+    for row in rows:
+        funds[(provider, row["currency"])] -= row["posted"]
 
 
 async def _is_open(
