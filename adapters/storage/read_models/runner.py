@@ -194,8 +194,11 @@ class ProjectionRunner:
                             await self.catch_up([name], wait=False)
                         except ProjectionFailed as failed:
                             log.error("%s", failed)  # noqa: TRY400 - the failure says it all
+                    # Not asyncio.wait_for: on Python 3.11 it swallows a cancellation that
+                    # arrives just as the wake-up does, and the app's shutdown then waits forever.
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._wake.wait(), self.poll_seconds)
+                        async with asyncio.timeout(self.poll_seconds):
+                            await self._wake.wait()
             finally:
                 await listener.remove_listener(NOTIFY_CHANNEL, self._notified)
 
