@@ -7,6 +7,7 @@ is kept beside it so reconciliation can show where the two disagree.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from datetime import datetime
 from decimal import Decimal
@@ -75,6 +76,21 @@ class Deposit:
     verified: bool  # False while it came only through an unauthenticated delivery
     observed_at: datetime  # the provider's timestamp, else when the ledger received it
     reported_count: int = 1  # how often it was reported: more than once is a duplicate report
+
+
+_CUMULATIVE = "cumulative:"  # deposit ids of running totals: cumulative:<total>[:above:<base>]
+
+
+def _highest_total(deposits: Iterable[Deposit]) -> Decimal:
+    """The highest running total the cumulative ones among `deposits` were recorded for."""
+    return max(
+        (
+            Decimal(d.deposit_id.removeprefix(_CUMULATIVE).split(":", 1)[0])
+            for d in deposits
+            if d.deposit_id.startswith(_CUMULATIVE)
+        ),
+        default=Decimal(0),
+    )
 
 
 class Payment(ProviderRecordedAggregate):
@@ -212,15 +228,35 @@ class Payment(ProviderRecordedAggregate):
     def report_cumulative(
         self, report: CumulativeReceivedReport, *, received_at: datetime, verified: bool
     ) -> None:
-        """A running total: only the part above the highest total seen is a new deposit, so
-        totals arriving out of order or twice never count the same funds again."""
+        """A running total: it becomes the deposit `cumulative:<total>` of the part above the
+        highest total counted so far, so totals arriving out of order or twice never count the
+        same funds again.
+
+        Only verified totals count, so a total first reported by an unauthenticated delivery
+        (an unverified deposit of the part above the highest total seen) still counts when it
+        arrives verified: that deposit becomes verified, or, where it was recorded as another
+        part (the totals below it were verified in another order), a verified deposit of the
+        right part is added beside it, and the unverified one is then covered (`unverified`).
+        """
         total = self._amount_in_expected_currency(report.total, report.currency)
-        if total <= self.cumulative_total:
+        counted = self.cumulative_total
+        if total <= counted:
             return
+        deposit_id = f"{_CUMULATIVE}{total}"
+        if verified:
+            amount = total - counted
+            known = self.deposits.get(deposit_id)
+            if known is not None and known.amount != amount:
+                deposit_id = f"{deposit_id}:above:{counted}"
+        else:
+            seen = _highest_total(self.deposits.values())
+            if total <= seen:
+                return  # nothing an unauthenticated report has not said already
+            amount = total - seen
         self.report_deposit(
             DepositReport(
-                deposit_id=f"cumulative:{total}",
-                amount=total - self.cumulative_total,
+                deposit_id=deposit_id,
+                amount=amount,
                 currency=self.expected.currency,
                 confirmed=report.confirmed,
                 observed_at=report.observed_at,
@@ -369,9 +405,14 @@ class Payment(ProviderRecordedAggregate):
 
     @property
     def cumulative_total(self) -> Decimal:
-        """The highest running total seen: cumulative deposits hold only the increments."""
+        """The highest verified running total: verified cumulative deposits hold its increments.
+        Unverified ones are not counted, so that the same total arriving verified adds them."""
         return sum(
-            (d.amount for d in self.deposits.values() if d.deposit_id.startswith("cumulative:")),
+            (
+                d.amount
+                for d in self.deposits.values()
+                if d.verified and d.deposit_id.startswith(_CUMULATIVE)
+            ),
             Decimal(0),
         )
 
@@ -410,10 +451,19 @@ class Payment(ProviderRecordedAggregate):
 
     @property
     def unverified(self) -> Money:
-        """Reported only by deliveries the ledger could not authenticate: not received."""
-        return self._sum(confirmed=True, verified=False) + self._sum(
-            confirmed=False, verified=False
+        """Reported only by deliveries the ledger could not authenticate: not received. Of the
+        running totals, only what the highest unverified one reports above the verified one."""
+        single = sum(
+            (
+                d.amount
+                for d in self.deposits.values()
+                if not d.verified and not d.deposit_id.startswith(_CUMULATIVE)
+            ),
+            Decimal(0),
         )
+        unverified_total = _highest_total(d for d in self.deposits.values() if not d.verified)
+        above = max(unverified_total - self.cumulative_total, Decimal(0))
+        return Money(single + above, self.expected.currency)
 
     @property
     def outstanding(self) -> Money:

@@ -21,7 +21,11 @@ from adapters.http.background import add_background
 from adapters.http.finance import add_finance_routes
 from adapters.http.problems import problem
 from adapters.http.queries import RUNNER, add_query_routes
-from adapters.providers.contract import ProviderAdapter, ProviderCallFailed
+from adapters.providers.contract import (
+    OperationNotSupported,
+    ProviderAdapter,
+    ProviderCallFailed,
+)
 from adapters.services.ingestion import WebhookIngestion
 from adapters.services.payments import OrderAlreadyExists, PaymentService, UnknownProvider
 from adapters.storage.postgres_store import PostgresEventStore
@@ -203,12 +207,19 @@ async def _create_subject(
         return problem(
             409, "Conflict", f"{kind} already exists", **{f"{kind}_id": exists.existing_stream}
         )
-    except ProviderCallFailed as failure:
-        return problem(502, "Bad Gateway", str(failure))
+    except (ProviderCallFailed, OperationNotSupported) as failure:
+        return _provider_problem(failure)
     except LedgerError as broken:
         return problem(422, "Unprocessable Entity", str(broken), code=broken.code)
     await _take_idempotency_claim(request, claim, str(subject.id))
     return web.json_response(view(subject), status=201)
+
+
+def _provider_problem(failure: ProviderCallFailed | OperationNotSupported) -> web.Response:
+    """A provider that gave no usable answer is a 502; one that cannot take the request, 422."""
+    if isinstance(failure, OperationNotSupported):
+        return problem(422, "Unprocessable Entity", str(failure), code="operation_not_supported")
+    return problem(502, "Bad Gateway", str(failure))
 
 
 async def create_payment(request: web.Request) -> web.Response:

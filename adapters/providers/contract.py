@@ -133,7 +133,17 @@ class ProviderCallFailed(Exception):
 
 
 class OperationNotSupported(Exception):
-    """The provider's document offers no such operation (e.g. no status query)."""
+    """The provider's document offers no such operation (e.g. no status query), or not for
+    this request (e.g. CoinPay paid in another currency than it prices in)."""
+
+
+class Operation(StrEnum):
+    """The outbound calls of a ProviderClient, for asking beforehand whether it offers one."""
+
+    CREATE_PAYMENT = "create_payment"
+    CREATE_WITHDRAWAL = "create_withdrawal"
+    QUERY_PAYMENT = "query_payment"
+    FETCH_BALANCES = "fetch_balances"
 
 
 class ProviderClient(Protocol):
@@ -179,3 +189,13 @@ class ProviderAdapter:
     webhooks: WebhookAdapter
     client: ProviderClient
     settings: Mapping[str, Any]
+
+    def supports(self, operation: Operation) -> bool:
+        """False when the client says (`unsupported_operations`, a frozenset of Operation) that
+        its provider offers no such call at all, so that nothing is recorded for a request that
+        cannot go out; True otherwise. The call may still raise OperationNotSupported for one
+        request it cannot take."""
+        unsupported: frozenset[Operation] = getattr(
+            self.client, "unsupported_operations", frozenset()
+        )
+        return operation not in unsupported

@@ -45,6 +45,8 @@ from ledger.withdrawal import Withdrawal
 log = logging.getLogger(__name__)
 
 SAVE_ATTEMPTS = 30
+# Prefix of the claim key of an unverified unmatched delivery (see `_record_unmatched`).
+_UNVERIFIED_CLAIM = "unverified:"
 _KEPT_HEADERS = ("content-type", "user-agent", "x-signature", "x-webhook-signature")
 
 
@@ -225,10 +227,19 @@ class WebhookIngestion:
         verification: Verification,
     ) -> str:
         key = str(document["dedupe_key"])
-        if subject.has_delivery(key):
+        # A key seen before is a duplicate, unless it was seen only unverified and this copy may
+        # move money: an unauthenticated copy sent first must not stop the genuine delivery.
+        seen = subject.has_delivery(key)
+        if seen and (
+            verification.outcome is not VerificationOutcome.VERIFIED
+            or subject.has_verified_delivery(key)
+        ):
             subject.record_delivery({**document, "outcome": "duplicate"})
             return "duplicate"
         verified, reason = await self._verified_for(subject, fact, document, verification)
+        if seen and not verified:
+            subject.record_delivery({**document, "outcome": "duplicate", "subject_check": reason})
+            return "duplicate"
         subject.record_delivery(
             {
                 **document,
@@ -250,7 +261,7 @@ class WebhookIngestion:
             assert fresh is not None
             subject.__dict__.clear()
             subject.__dict__.update(fresh.__dict__)
-            subject.record_delivery({**document, "outcome": "not_applied"})
+            subject.record_delivery({**document, "outcome": "not_applied", "verified": verified})
             subject.record_application_error(key, broken.code, str(broken))
             return "not_applied"
         return "accepted" if verified else "unverified"
@@ -289,12 +300,20 @@ class WebhookIngestion:
         ]
         kind = "payment" if isinstance(fact, PaymentUpdate) else "withdrawal"
         key = str(document["dedupe_key"])
-        # The claim both dedupes the unmatched delivery and indexes it for matching later.
-        claims = [
-            Claim(f"unmatched:{provider}:{kind}:{name}", key, f"unmatched-{provider}")
-            for name in names
-            if name
+        # The claim both dedupes the unmatched delivery and indexes it for matching later. An
+        # unverified delivery claims a key of its own, so that an unauthenticated copy sent
+        # first cannot stop the genuine delivery of the same body; after that one it is a
+        # duplicate.
+        namespaces = [
+            f"unmatched:{provider}:{kind}:{name}" for name in dict.fromkeys(names) if name
         ]
+        verified = document["verification"]["outcome"] == VerificationOutcome.VERIFIED.value
+        if not verified:
+            for namespace in namespaces:
+                if await self.store.find_claim(namespace, key) is not None:
+                    return "duplicate"
+        claim_key = key if verified else _UNVERIFIED_CLAIM + key
+        claims = [Claim(namespace, claim_key, f"unmatched-{provider}") for namespace in namespaces]
         try:
             await append_record(
                 self.store,
@@ -363,11 +382,19 @@ class WebhookIngestion:
         return (await self._apply_unmatched(provider, record)).outcome
 
     async def match_unmatched(self, provider: str, kind: str, names: list[str]) -> int:
-        """Applies deliveries that arrived before their subject was known. Returns how many."""
+        """Applies deliveries that arrived before their subject was known, each once: a record
+        is indexed under every name it carried, and a subject's names may be one string (a
+        CoinCoin provider_ref is the order id). Returns how many."""
         matched = 0
-        for name in names:
+        seen: set[str] = set()
+        for name in dict.fromkeys(names):
             for claim in await self.store.list_claims(f"unmatched:{provider}:{kind}:{name}"):
-                record = await self._unmatched_record(provider, claim.key)
+                if claim.key in seen:
+                    continue
+                seen.add(claim.key)
+                verified = not claim.key.startswith(_UNVERIFIED_CLAIM)
+                key = claim.key.removeprefix(_UNVERIFIED_CLAIM)
+                record = await self._unmatched_record(provider, key, verified=verified)
                 if record is None:
                     continue
                 await self._apply_unmatched(provider, record)
@@ -391,12 +418,20 @@ class WebhookIngestion:
         document = {**record, "received_at": delivery.received_at, "matched_later": True}
         return await self.apply(provider, translation, document, verification)
 
-    async def _unmatched_record(self, provider: str, dedupe_key: str) -> dict[str, Any] | None:
+    async def _unmatched_record(
+        self, provider: str, dedupe_key: str, *, verified: bool = True
+    ) -> dict[str, Any] | None:
+        """The unmatched record of a delivery: with `verified`, the verified one (else the first,
+        as records from before unverified ones had claims of their own); else an unverified one."""
+        found: list[dict[str, Any]] = []
         for event in await self.store.read_stream(f"unmatched-{provider}"):
             document: dict[str, Any] = decode_document(event.payload)
             if document.get("dedupe_key") == dedupe_key:
-                return document
-        return None
+                found.append(document)
+        wanted = [d for d in found if (d["verification"]["outcome"] == "verified") == verified]
+        if wanted:
+            return wanted[0]
+        return found[0] if verified and found else None
 
 
 def reported_deposits(fact: PaymentUpdate | WithdrawalUpdate) -> list[dict[str, Any]]:

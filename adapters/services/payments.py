@@ -15,6 +15,8 @@ from adapters.config import Settings
 from adapters.providers.contract import (
     CreatePaymentRequest,
     CreateWithdrawalRequest,
+    Operation,
+    OperationNotSupported,
     ProviderAdapter,
     ProviderCallFailed,
     ProviderExchange,
@@ -138,6 +140,12 @@ class PaymentService:
         except ProviderCallFailed:
             await self._record_failed_call(provider, "create_payment", order_id, exchanges)
             raise
+        except OperationNotSupported:
+            # Refused before anything was written (the client says so before calling out);
+            # an exchange made on the way is still kept.
+            if exchanges:
+                await self._record_failed_call(provider, "create_payment", order_id, exchanges)
+            raise
         payment = Payment.create(
             provider=provider,
             provider_ref=created.provider_ref,
@@ -183,6 +191,9 @@ class PaymentService:
         customer_id: str | None = None,
     ) -> Withdrawal:
         adapter = self._adapter(provider)
+        if not adapter.supports(Operation.CREATE_WITHDRAWAL):
+            # Refused up front: nothing recorded, nothing reserved.
+            raise OperationNotSupported(f"{provider} offers no withdrawals")
         existing = await self.store.find_claim("withdrawal_request", f"{provider}:{request_id}")
         if existing is not None:
             raise OrderAlreadyExists(existing.stream_id)
@@ -218,10 +229,13 @@ class PaymentService:
         )
         try:
             created = await adapter.client.create_withdrawal(request, record)
-        except ProviderCallFailed as failure:
+        except (ProviderCallFailed, OperationNotSupported) as failure:
             for exchange in exchanges:
                 withdrawal.record_exchange(exchange_document(exchange))
-            if failure.status is not None and 400 <= failure.status < 500:
+            if isinstance(failure, OperationNotSupported):
+                # The provider cannot take this request at all: release the reservation.
+                withdrawal.cancel(f"not supported by {provider}: {failure}")
+            elif failure.status is not None and 400 <= failure.status < 500:
                 withdrawal.fail(f"provider refused: {failure.detail}")
             await self.repository.save(withdrawal)
             raise

@@ -14,10 +14,13 @@ import json
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 import pytest
 
+from adapters.http.app import ADAPTERS
+from adapters.providers.contract import CreatePaymentRequest
 from adapters.sandbox.coincoin import SandboxConfig, create_sandbox_app
 from tests.e2e.harness import Ledger, free_port, ledger_with, serve
 
@@ -301,31 +304,59 @@ async def test_the_coincoin_sandbox_has_no_withdrawals(world):
     assert 404 == status, sent
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG (outside CoinCoin's adapter): the client's OperationNotSupported escapes "
-    "_create_subject as a bare 500, after PaymentService.create_withdrawal has already saved "
-    "the withdrawal as `requested` with its funds reserved",
-)
+WITHDRAWAL = {
+    "provider": "coincoin",
+    "request_id": "WD_none",
+    "amount": "50",
+    "currency": CURRENCY,
+    "address": "TXYZ",
+}
+
+
+async def funds_at_coincoin(world: World) -> dict:
+    await world.ledger.caught_up()
+    status, balances = await world.ledger.call(
+        "GET", f"/v1/balances?account=provider:coincoin:funds&currency={CURRENCY}"
+    )
+    assert 200 == status, balances
+    (funds,) = balances["items"]
+    return funds
+
+
 async def test_a_withdrawal_at_coincoin_is_refused_and_reserves_nothing(world):
     # Funds held at CoinCoin first, so that the refusal cannot be an insufficient-funds one.
     funding = await create(world, "FUND_coincoin_wd")
     await scenario(world, funding["provider_ref"], "full")
     assert "completed" == (await view(world, funding["payment_id"]))["status"]
-    body = {
-        "provider": "coincoin",
-        "request_id": "WD_none",
-        "amount": "50",
-        "currency": CURRENCY,
-        "address": "TXYZ",
-    }
-    status, reply = await world.ledger.call("POST", "/v1/withdrawals", json=body)
+    status, reply = await world.ledger.call("POST", "/v1/withdrawals", json=WITHDRAWAL)
     assert 422 == status, reply
     assert 422 == reply["status"]
+    assert reply["type"].endswith("/operation-not-supported"), reply
+    # Refused before anything was recorded: no withdrawal, nothing reserved.
+    assert None is await world.ledger.store.find_claim("withdrawal_request", "coincoin:WD_none")
+    funds = await funds_at_coincoin(world)
+    assert [Decimal(EXPECTED)] * 2 == [Decimal(funds["posted"]), Decimal(funds["available"])]
+
+
+async def test_a_withdrawal_the_client_refuses_only_when_asked_is_cancelled_and_released(
+    world, monkeypatch
+):
+    """Where the client does not say beforehand that it has no such call, the withdrawal is
+    recorded (and its funds reserved) first; the refusal then cancels it, releasing the funds."""
+    client = world.ledger.app[ADAPTERS]["coincoin"].client
+    monkeypatch.setattr(client, "unsupported_operations", frozenset())
+    funding = await create(world, "FUND_coincoin_wd2")
+    await scenario(world, funding["provider_ref"], "full")
+    status, reply = await world.ledger.call("POST", "/v1/withdrawals", json=WITHDRAWAL)
+    assert (422, 422) == (status, reply["status"]), reply
+    assert reply["type"].endswith("/operation-not-supported"), reply
     claim = await world.ledger.store.find_claim("withdrawal_request", "coincoin:WD_none")
-    if claim is not None:
-        status, left = await world.ledger.call("GET", f"/v1/withdrawals/{claim.stream_id}")
-        assert (200, D0) == (status, left["reserved"])
+    assert claim is not None
+    status, left = await world.ledger.call("GET", f"/v1/withdrawals/{claim.stream_id}")
+    assert (200, "cancelled", D0) == (status, left["status"], left["reserved"]), left
+    assert "CoinCoin documents no withdrawal endpoint" in left["failure_reason"]
+    funds = await funds_at_coincoin(world)
+    assert [Decimal(EXPECTED)] * 2 == [Decimal(funds["posted"]), Decimal(funds["available"])]
 
 
 # --- the callback token --------------------------------------------------------------------------
@@ -355,13 +386,6 @@ async def test_a_delivery_without_the_portal_token_is_recorded_unverified_and_mo
     assert [] == await records(world, "deliveries-rejected-coincoin")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG (outside CoinCoin's adapter): an unverified delivery's dedupe key is taken, so "
-    "the genuine copy is recorded as its duplicate (adapters/services/ingestion.py), and "
-    "Payment.cumulative_total counts unverified cumulative deposits, so the same total "
-    "verified later adds nothing (ledger/payment.py)",
-)
 async def test_the_genuine_delivery_counts_after_an_unauthenticated_copy_of_it(world):
     """Anyone can POST a body to the untokened URL. If such a copy arrives first, CoinCoin's own
     (tokened) delivery of the same body must still move the money, not be taken as its duplicate."""
@@ -498,9 +522,53 @@ async def test_an_unmatched_delivery_is_applied_when_its_payment_appears(world):
     # (address_mismatch): matching later goes through the same checks as arriving on time.
     after = await view(world, payment["payment_id"])
     assert (D0, EXPECTED, "unpaid") == (after["received"], after["unverified"], after["coverage"])
-    recorded = await deliveries(world, payment["payment_id"])
-    # CoinCoin's provider_ref IS the order id, and the payment service looks the unmatched
-    # record up once under each, so the second application lands as a duplicate of the first.
-    (applied,) = [d for d in recorded if d["outcome"] != "duplicate"]
+    # CoinCoin's provider_ref IS the order id: the unmatched record, found under both names the
+    # payment service looks it up by, is applied once (not again, as a duplicate).
+    (applied,) = await deliveries(world, payment["payment_id"])
     assert ("unverified", "address_mismatch") == (applied["outcome"], applied["subject_check"])
-    assert all(d["matched_later"] for d in recorded)
+    assert applied["matched_later"]
+
+
+async def test_a_genuine_early_delivery_counts_after_an_unauthenticated_copy_of_it(world):
+    """Both copies of a delivery overtake the create response, the unauthenticated one first:
+    the genuine one is kept unmatched too (not as the copy's duplicate) and moves the money once
+    the payment exists."""
+    order_id = f"ORDER_copy_early_{uuid.uuid4().hex[:8]}"
+
+    async def record_nothing(_exchange: Any) -> None:
+        return None
+
+    # The order as CoinCoin holds it (its address), before the ledger's create call asks again.
+    order = await world.ledger.app[ADAPTERS]["coincoin"].client.create_payment(
+        CreatePaymentRequest(order_id, Decimal(PRICE), CURRENCY, world.webhook_url()),
+        record_nothing,
+    )
+    body = body_for({"provider_ref": order.provider_ref, "address": order.pay_address}).encode()
+    assert (200, "unmatched") == _outcome(await world.deliver(body, world.webhook_url(None)))
+    assert (200, "unmatched") == _outcome(await world.deliver(body))
+    assert (200, "duplicate") == _outcome(await world.deliver(body))
+    assert (200, "duplicate") == _outcome(await world.deliver(body, world.webhook_url(None)))
+
+    payment = await create(world, order_id)
+
+    after = await view(world, payment["payment_id"])
+    assert ("completed", "exact", EXPECTED, D0) == (
+        after["status"],
+        after["coverage"],
+        after["received"],
+        after["unverified"],
+    )
+    outcomes = sorted(d["outcome"] for d in await deliveries(world, payment["payment_id"]))
+    assert outcomes in (["duplicate", "verified"], ["unverified", "verified"]), outcomes
+    # The funds held in unmatched suspense went to the payment: nothing is left there.
+    await world.ledger.caught_up()
+    status, balances = await world.ledger.call(
+        "GET", f"/v1/balances?account=suspense:unmatched&currency={CURRENCY}"
+    )
+    assert 200 == status, balances
+    assert all(Decimal(item["posted"]) == 0 for item in balances["items"]), balances
+
+
+def _outcome(reply: tuple[int, Any]) -> tuple[int, str]:
+    status, body = reply
+    return status, body["outcome"]

@@ -278,11 +278,6 @@ async def test_funds_in_time_are_not_late_even_when_read_after_expiry(world):
     assert "120.500000" == after["received"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG (outside CoinPay's adapter): the client's OperationNotSupported escapes "
-    "_create_subject in adapters/http/app.py as a bare 500 instead of a 422 problem",
-)
 async def test_paying_in_another_crypto_than_the_price_is_a_422(world):
     body = {
         "provider": "coinpay",
@@ -293,6 +288,9 @@ async def test_paying_in_another_crypto_than_the_price_is_a_422(world):
     }
     status, reply = await world.ledger.call("POST", "/v1/payments", json=body)
     assert (422, 422) == (status, reply["status"])
+    assert reply["type"].endswith("/operation-not-supported"), reply
+    # Refused before anything was recorded: the order id is still free.
+    assert None is await world.ledger.store.find_claim("payment_order", "coinpay:ORDER-btc")
 
 
 # --- withdrawals (payouts) -----------------------------------------------------------------------

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from ledger.codec import encode_pending, rebuild
 from ledger.commands import (
+    CumulativeReceivedReport,
     DepositReport,
     PaymentReference,
     PaymentStatusReport,
@@ -172,3 +173,90 @@ def test_unverified_deposits_are_not_received():
     payment.apply_update(PaymentUpdate(REF, deposits=(report,)), received_at=START, verified=True)
     assert PaymentStatus.COMPLETED == payment.status
     assert payment.unverified.is_zero()
+
+
+# --- unverified reports, then the same funds verified ------------------------------------------
+
+CUMULATIVE_TOTALS = [Decimal("1.5"), Decimal("3.3"), Decimal(7), Decimal(10), Decimal("12.25")]
+
+money_updates = st.builds(
+    lambda deposits, total, status: PaymentUpdate(
+        REF,
+        deposits=tuple(deposits),
+        cumulative=None if total is None else CumulativeReceivedReport(total, "USDT"),
+        status=status,
+    ),
+    st.lists(deposit_reports, max_size=2),
+    st.none() | st.sampled_from(CUMULATIVE_TOTALS),
+    st.none() | status_reports,
+)
+
+
+def money(payment: Payment) -> dict:
+    return {k: v for k, v in snapshot(payment).items() if k not in {"deposits", "provider_status"}}
+
+
+@settings(max_examples=300, deadline=None)
+@given(expected_amounts, st.lists(money_updates, min_size=1, max_size=6), st.data())
+def test_unverified_then_verified_reports_of_the_same_funds_end_verified_and_counted_once(
+    expected, history, data
+):
+    """Copies of a history arriving unauthenticated first (any order, some twice) change
+    nothing once the history itself arrives verified (in any order): the funds count once,
+    and none is left unverified."""
+    received_at = START + timedelta(minutes=5)
+    verified_only = new_payment(expected)
+    apply_all(verified_only, history, received_at)
+    copied_first = new_payment(expected)
+    copies = data.draw(st.permutations(history)) + data.draw(
+        st.lists(st.sampled_from(history), max_size=3)
+    )
+    for copy in copies:
+        copied_first.apply_update(copy, received_at=received_at, verified=False)
+    assert copied_first.received.is_zero()
+    assert copied_first.pending.is_zero()
+    apply_all(copied_first, data.draw(st.permutations(history)), received_at)
+
+    assert money(verified_only) == money(copied_first)
+    assert copied_first.unverified.is_zero()
+    rebuilt = replayed(copied_first)
+    assert (money(copied_first), copied_first.unverified) == (money(rebuilt), rebuilt.unverified)
+
+
+def cumulative(total: str, *, verified: bool, payment: Payment) -> None:
+    update = PaymentUpdate(REF, cumulative=CumulativeReceivedReport(Decimal(total), "USDT"))
+    payment.apply_update(update, received_at=START, verified=verified)
+
+
+def test_a_running_total_reported_unverified_then_verified_is_one_verified_deposit():
+    payment = new_payment(Decimal(10))
+    cumulative("10", verified=False, payment=payment)
+    assert (Money.of("0", "USDT"), Money.of("10", "USDT")) == (
+        payment.received,
+        payment.unverified,
+    )
+    cumulative("10", verified=True, payment=payment)
+    (deposit,) = payment.deposits.values()
+    assert (Decimal(10), True) == (deposit.amount, deposit.verified)
+    assert (PaymentStatus.COMPLETED, Coverage.EXACT) == (payment.status, payment.coverage)
+    assert payment.unverified.is_zero()
+    cumulative("10", verified=True, payment=payment)
+    cumulative("10", verified=False, payment=payment)
+    assert (Money.of("10", "USDT"), 1) == (payment.received, len(payment.deposits))
+
+
+def test_verified_running_totals_count_once_whatever_unverified_ones_came_first():
+    # Unverified 4 then 10 (parts 4 and 6); verified 10 alone must count 10, not 6.
+    payment = new_payment(Decimal(10))
+    cumulative("4", verified=False, payment=payment)
+    cumulative("10", verified=False, payment=payment)
+    assert Money.of("10", "USDT") == payment.unverified
+    cumulative("10", verified=True, payment=payment)
+    assert (Money.of("10", "USDT"), PaymentStatus.COMPLETED) == (payment.received, payment.status)
+    assert payment.unverified.is_zero()
+    # An unverified total above the verified one shows only the part above it.
+    cumulative("12", verified=False, payment=payment)
+    assert (Money.of("10", "USDT"), Money.of("2", "USDT")) == (
+        payment.received,
+        payment.unverified,
+    )

@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from adapters.providers.coincoin.protocol import (
     CREATE_ORDER_PATH,
@@ -26,6 +26,7 @@ from adapters.providers.contract import (
     CreatePaymentRequest,
     CreateWithdrawalRequest,
     ExchangeRecorder,
+    Operation,
     OperationNotSupported,
     ProviderCallFailed,
 )
@@ -45,6 +46,11 @@ def wall_clock_milliseconds() -> int:
 
 
 class CoinCoinClient:
+    # What the methods below refuse whatever the request (ProviderAdapter.supports).
+    unsupported_operations: ClassVar[frozenset[Operation]] = frozenset(
+        {Operation.CREATE_WITHDRAWAL, Operation.QUERY_PAYMENT, Operation.FETCH_BALANCES}
+    )
+
     def __init__(
         self,
         http: ProviderHttp,
