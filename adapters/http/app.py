@@ -19,7 +19,7 @@ from adapters.config import Settings
 from adapters.http.auth import SETTINGS, authorize
 from adapters.http.background import add_background
 from adapters.http.finance import add_finance_routes
-from adapters.http.problems import problem
+from adapters.http.problems import DATABASE_OUTAGES, problem, unavailable
 from adapters.http.queries import RUNNER, add_query_routes
 from adapters.providers.contract import (
     OperationNotSupported,
@@ -33,7 +33,7 @@ from adapters.storage.read_models import all_projections
 from adapters.storage.read_models.funds import JournalFundsGuard
 from adapters.storage.read_models.runner import ProjectionRunner
 from adapters.storage.repository import AggregateRepository
-from ledger.errors import LedgerError
+from ledger.errors import ConcurrencyConflict, LedgerError
 from ledger.money import loads_exact, to_decimal
 from ledger.payment import Payment
 from ledger.ports import Claim, ClaimTaken
@@ -102,13 +102,9 @@ async def problems(request: web.Request, handler: Handler) -> web.StreamResponse
         if http_error.status < 400:
             raise
         return problem(http_error.status, http_error.reason, http_error.text or "")
-    except (
-        OSError,
-        asyncpg.InterfaceError,
-        asyncpg.CannotConnectNowError,
-    ) as outage:
-        log.warning("database unavailable: %s", outage)
-        return problem(503, "Service Unavailable", "the database is unavailable; retry later")
+    except DATABASE_OUTAGES as outage:
+        log.warning("database unavailable: %r", outage)
+        return unavailable("the database is unavailable; retry later")
 
 
 async def _json_body(request: web.Request, model: type[_Request]) -> tuple[Any, bytes]:
@@ -143,9 +139,13 @@ async def receive_webhook(request: web.Request) -> web.Response:
     body = await request.content.read(limit + 1)
     if len(body) > limit:
         return problem(413, "Payload Too Large", f"body over {limit} bytes")
-    result = await request.app[INGESTION].ingest(
-        provider, body, dict(request.headers), request.match_info.get("token")
-    )
+    try:
+        result = await request.app[INGESTION].ingest(
+            provider, body, dict(request.headers), request.match_info.get("token")
+        )
+    except ConcurrencyConflict:
+        # More concurrent writers on one payment than retries: nothing was recorded.
+        return unavailable("too many concurrent deliveries for one subject; retry later")
     if result.status == 200:
         return web.json_response({"received": True, "outcome": result.outcome})
     title = {400: "Bad Request", 401: "Unauthorized"}.get(result.status, "Error")

@@ -5,9 +5,22 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import asyncpg
 from aiohttp import web
 
 PROBLEM_BASE = "https://ledger.example/problems/"
+RETRY_AFTER_SECONDS = 1
+
+# The database could not be reached or dropped the connection mid-request (refused, closed pool,
+# connection lost, admin shutdown, cannot connect now, too many connections): the request's
+# transaction rolled back, nothing was recorded, and the same request may simply be sent again.
+DATABASE_OUTAGES: tuple[type[Exception], ...] = (
+    OSError,  # also TimeoutError and ConnectionRefusedError
+    asyncpg.InterfaceError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.OperatorInterventionError,
+    asyncpg.InsufficientResourcesError,
+)
 
 
 def problem(status: int, title: str, detail: str, **extra: Any) -> web.Response:
@@ -24,3 +37,10 @@ def problem(status: int, title: str, detail: str, **extra: Any) -> web.Response:
     return web.Response(
         status=status, text=json.dumps(body, default=str), content_type="application/problem+json"
     )
+
+
+def unavailable(detail: str) -> web.Response:
+    """503 with Retry-After: not recorded, send it again (a provider redelivers its webhook)."""
+    response = problem(503, "Service Unavailable", detail)
+    response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+    return response

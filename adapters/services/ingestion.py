@@ -8,11 +8,13 @@ unreadable, unmatched). A duplicate is recorded and acknowledged and changes not
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import logging
+import random
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, is_dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -44,9 +46,29 @@ from ledger.withdrawal import Withdrawal
 
 log = logging.getLogger(__name__)
 
+# A writer loses a race only to another commit on the same stream, so N concurrent deliveries
+# for one payment cost each at most N - 1 retries; past SAVE_ATTEMPTS the delivery is a 503.
 SAVE_ATTEMPTS = 30
+SAVE_BACKOFF_SECONDS = 0.01  # first retry waits up to this; doubling, capped
+SAVE_BACKOFF_CAP_SECONDS = 0.25
 # Prefix of the claim key of an unverified unmatched delivery (see `_record_unmatched`).
 _UNVERIFIED_CLAIM = "unverified:"
+# Fields of a translation that become keys (claims, read-model indexes); a btree entry holds
+# about 2.7 kB, and no provider's ids come near this.
+_KEY_FIELDS = frozenset(
+    (
+        "dedupe_key",
+        "provider_ref",
+        "order_id",
+        "request_id",
+        "pay_address",
+        "deposit_id",
+        "tx_hash",
+        "currency",
+        "account",
+    )
+)
+_MAX_KEY_LENGTH = 256
 _KEPT_HEADERS = ("content-type", "user-agent", "x-signature", "x-webhook-signature")
 
 
@@ -78,6 +100,41 @@ class IngestResult:
     detail: str = ""
 
 
+def _header_text(value: str) -> str:
+    """A header value as storable text: bytes that were not UTF-8 (kept by aiohttp as surrogate
+    escapes) become U+FFFD, so a signature made of them simply does not match."""
+    return value.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
+
+
+def _storable(translation: Translation) -> Translation:
+    """The translation, unless one of its strings is text PostgreSQL or UTF-8 cannot hold (a
+    NUL, or a lone surrogate from a JSON escape), or an id too long for a btree key: ids and
+    words go into claims, events and read-model indexes."""
+
+    def bad(value: object, name: str = "") -> bool:
+        if isinstance(value, str):
+            too_long = name in _KEY_FIELDS and len(value) > _MAX_KEY_LENGTH
+            return too_long or "\x00" in value or not _encodable(value)
+        if isinstance(value, tuple):
+            return any(bad(item) for item in value)
+        if is_dataclass(value):
+            return any(bad(getattr(value, f.name), f.name) for f in fields(value))
+        return False
+
+    if bad(translation):
+        detail = f"a string holds NUL or a lone surrogate, or an id is over {_MAX_KEY_LENGTH}"
+        raise WebhookBodyInvalid("unstorable_text", detail)
+    return translation
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _body_text(body: bytes) -> dict[str, str]:
     try:
         return {"body": body.decode("utf-8")}
@@ -105,7 +162,7 @@ class WebhookIngestion:
         delivery = WebhookDelivery(
             provider=provider,
             body=body,
-            headers={k.lower(): v for k, v in headers.items()},
+            headers={k.lower(): _header_text(v) for k, v in headers.items()},
             path_token=path_token,
             received_at=received_at,
         )
@@ -121,10 +178,18 @@ class WebhookIngestion:
             if verification.outcome is VerificationOutcome.REJECTED:
                 await self._record_attempt(provider, "rejected", document, verification.reason)
                 return IngestResult(401, "rejected", verification.reason)
-            translation = adapter.webhooks.translate(delivery)
+            translation = _storable(adapter.webhooks.translate(delivery))
         except WebhookBodyInvalid as invalid:
             await self._record_attempt(provider, "invalid", document, invalid.reason)
             return IngestResult(400, "invalid", str(invalid))
+        except (RecursionError, UnicodeEncodeError) as unreadable:
+            # JSON nested past Python's recursion limit (in parsing, canonical dedupe keys,
+            # CoinPay's re-serialization), or a lone surrogate (a JSON escape) that a provider's
+            # check had to encode: no provider's shape, so unreadable like any other body.
+            deep = isinstance(unreadable, RecursionError)
+            reason = "too_deep" if deep else "unstorable_text"
+            await self._record_attempt(provider, "invalid", document, reason)
+            return IngestResult(400, "invalid", reason)
         document |= {
             "dedupe_key": translation.dedupe_key,
             "event_type": translation.event_type,
@@ -149,12 +214,17 @@ class WebhookIngestion:
         document: dict[str, Any],
         verification: Verification,
     ) -> IngestResult:
-        """Applies a translated delivery, retrying when a concurrent writer got there first."""
-        for _ in range(SAVE_ATTEMPTS):
+        """Applies a translated delivery, retrying when a concurrent writer got there first.
+
+        Each retry waits a random while (full jitter, growing with the attempt), so that writers
+        that lost together do not all reload and collide again at once."""
+        for attempt in range(SAVE_ATTEMPTS):
             try:
                 return await self._apply_once(provider, translation, document, verification)
             except ConcurrencyConflict:
-                continue
+                if attempt + 1 < SAVE_ATTEMPTS:
+                    ceiling = min(SAVE_BACKOFF_CAP_SECONDS, SAVE_BACKOFF_SECONDS * 2**attempt)
+                    await asyncio.sleep(random.uniform(0, ceiling))  # noqa: S311 - jitter
         raise ConcurrencyConflict(f"{provider} delivery {translation.dedupe_key}: gave up")
 
     async def _apply_once(
