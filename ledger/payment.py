@@ -178,16 +178,43 @@ class Payment(ProviderRecordedAggregate):
         finds the payment already expired and is flagged late, whoever noticed the time.
         """
         self.expire_if_due(received_at)
+        # A deposit reported again is a duplicate report only when the delivery brings nothing
+        # new: providers that re-list their whole history (Cryptofuse) repeat known deposits
+        # beside new facts in every delivery, and that is no duplicate.
+        brings_news = any(self._adds_to(d, received_at, verified) for d in update.deposits) or (
+            update.cumulative is not None
+            or (update.status is not None and update.status.status_word != self.provider_status)
+        )
         for deposit in update.deposits:
-            self.report_deposit(deposit, received_at=received_at, verified=verified)
+            self.report_deposit(
+                deposit, received_at=received_at, verified=verified, repeated=not brings_news
+            )
         if update.cumulative is not None:
             self.report_cumulative(update.cumulative, received_at=received_at, verified=verified)
         if update.status is not None:
             self.report_status(update.status, received_at=received_at, verified=verified)
 
+    def _adds_to(self, report: DepositReport, received_at: datetime, verified: bool) -> bool:
+        """Whether `report` would tell this payment anything about its deposit it does not know."""
+        known = self.deposits.get(report.deposit_id)
+        if known is None:
+            return True
+        observed_at = utc(report.observed_at) if report.observed_at else received_at
+        return (
+            (report.confirmed and not known.confirmed)
+            or (verified and not known.verified)
+            or observed_at < known.observed_at
+        )
+
     def report_deposit(
-        self, report: DepositReport, *, received_at: datetime, verified: bool
+        self,
+        report: DepositReport,
+        *,
+        received_at: datetime,
+        verified: bool,
+        repeated: bool = False,
     ) -> None:
+        """`repeated`: the report came in a delivery with nothing new (a duplicate report)."""
         amount = self._amount_in_expected_currency(report.amount, report.currency)
         if amount <= 0:
             raise AmountMustBePositive(f"deposit {report.deposit_id} amount must be positive")
@@ -208,11 +235,7 @@ class Payment(ProviderRecordedAggregate):
                 f"deposit {report.deposit_id} was {known.amount}, now reported as {amount}"
             )
         observed_at = utc(report.observed_at) if report.observed_at else received_at
-        if (
-            (report.confirmed and not known.confirmed)
-            or (verified and not known.verified)
-            or observed_at < known.observed_at
-        ):
+        if self._adds_to(report, received_at, verified):
             # Facts about a deposit only accumulate (confirmed, verified, earliest sighting),
             # so its reports may arrive in any order and leave the same deposit behind.
             self._deposit_confirmed(
@@ -223,7 +246,7 @@ class Payment(ProviderRecordedAggregate):
                 observed_at=min(observed_at, known.observed_at),
             )
         else:
-            self._deposit_reported_again(deposit_id=report.deposit_id)
+            self._deposit_reported_again(deposit_id=report.deposit_id, duplicate=repeated)
 
     def report_cumulative(
         self, report: CumulativeReceivedReport, *, received_at: datetime, verified: bool
@@ -349,16 +372,17 @@ class Payment(ProviderRecordedAggregate):
         }
 
     @event("DepositReportedAgain")
-    def _deposit_reported_again(self, deposit_id: str) -> None:
+    def _deposit_reported_again(self, deposit_id: str, duplicate: bool = True) -> None:  # noqa: FBT002 - events stored before the field existed were duplicates
         known = self.deposits[deposit_id]
         self.deposits = {
             **self.deposits,
             deposit_id: replace(known, reported_count=known.reported_count + 1),
         }
-        self.repeated_deposit_reports = {
-            **self.repeated_deposit_reports,
-            deposit_id: self.repeated_deposit_reports.get(deposit_id, 0) + 1,
-        }
+        if duplicate:
+            self.repeated_deposit_reports = {
+                **self.repeated_deposit_reports,
+                deposit_id: self.repeated_deposit_reports.get(deposit_id, 0) + 1,
+            }
 
     @event("ProviderStatusReported")
     def _provider_status_reported(

@@ -400,12 +400,6 @@ async def test_several_deposits_add_up_exactly_in_either_order(ledger):
     assert "completed" == first["provider_status"] == second["provider_status"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known bug outside the adapter: every Cryptofuse webhook re-lists the whole "
-    "payment_history, and Payment counts each re-listing of a known, unchanged deposit as a "
-    "repeated report, which projections/findings.py turns into a duplicate_deposit item",
-)
 async def test_several_deposits_raise_no_duplicate_deposit_item(ledger):
     payment = await create(ledger, "ORDER_no_dup_item")
     await scenario(ledger, payment["provider_ref"], "multiple_deposits")

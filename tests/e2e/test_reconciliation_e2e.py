@@ -327,8 +327,6 @@ async def test_status_mismatch_when_the_provider_says_expired_after_completion_c
     status, reply = await world.webhook("cryptofuse", body, cf_signed(body))
     assert 200 == status, reply
     assert "completed" == (await world.payment(payment["payment_id"]))["provider_status"]
-    # (Its payment_history lists the deposit once more, which opens a duplicate_deposit: see
-    # test_an_ordinary_multi_deposit_payment_is_not_a_duplicate_deposit.)
     assert "status_mismatch" not in await world.reasons(payment["payment_id"])
     cleared_item((await world.reasons(payment["payment_id"], "cleared"))["status_mismatch"])
 
@@ -451,8 +449,6 @@ async def test_amount_mismatch_when_the_provider_reports_more_paid_than_it_liste
     status, _ = await world.webhook("cryptofuse", second, cf_signed(second))
     assert 200 == status
     assert "100.000000" == (await world.payment(payment["payment_id"]))["pending"]
-    # (The second body lists dep_a again, as Cryptofuse's history does, which opens a
-    # duplicate_deposit: see test_an_ordinary_multi_deposit_payment_is_not_a_duplicate_deposit.)
     assert "amount_mismatch" not in await world.reasons(payment["payment_id"])
     cleared_item((await world.reasons(payment["payment_id"], "cleared"))["amount_mismatch"])
 
@@ -728,12 +724,6 @@ async def test_duplicate_deposit_when_another_event_reports_the_same_transfer_cl
     cleared_item((await world.reasons(payment["payment_id"], "cleared"))["duplicate_deposit"])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: Cryptofuse lists the whole payment_history in every webhook, and "
-    "Payment.report_deposit counts each re-listing of a known, unchanged deposit as "
-    "DepositReportedAgain, so an ordinary 3-deposit payment shows duplicate_deposit 110.000000",
-)
 async def test_an_ordinary_multi_deposit_payment_is_not_a_duplicate_deposit(world):
     payment = await world.pay("cryptofuse", "REC_multi", "100.00", "USD", pay_currency="USDTTRC20")
     await world.scenario("cryptofuse", payment["provider_ref"], "multiple_deposits")
