@@ -394,6 +394,10 @@ class WebhookIngestion:
                     "subject_type": kind,
                     "references": [n for n in names if n],
                     "deposits": reported_deposits(fact),
+                    # A per-payment callback token proves nothing until it is matched to the
+                    # payment it was issued for: such funds are held as nothing until then.
+                    "funds_trusted": verified
+                    and self.adapters[provider].webhooks.token_scope is not TokenScope.PER_SUBJECT,
                 },
                 claims=claims,
             )

@@ -548,13 +548,6 @@ async def test_unmatched_running_totals_are_held_once(world):
     assert Decimal("120.5") == Decimal(held["provider:coincoin:funds"][0])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a LiPayKripto delivery to /v1/webhooks/lipaykripto/<any token> for an unknown "
-    "payment is recorded as verified ('token_to_be_matched' is never checked when nothing "
-    "matches), so the journal posts its funds at provider:lipaykripto:funds and they become "
-    "available for withdrawals",
-)
 async def test_a_forged_unmatched_lipaykripto_delivery_makes_no_funds_available(world):
     forged = (
         b'{"try_amount": 1000.00, "client_id": "rec-lpk-client", "payment_id": "NOBODY_1",'

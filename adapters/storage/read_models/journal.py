@@ -48,8 +48,10 @@ def matched_delivery(event: RecordedEvent) -> tuple[str, str, str] | None:
 
 
 def reported_unmatched_postings(document: dict[str, Any]) -> Postings:
-    """Authenticated funds an unmatched delivery reported; nothing when it was not verified."""
-    if document.get("verification", {}).get("outcome") != "verified":
+    """Authenticated funds an unmatched delivery reported; nothing when it was not verified
+    (or its proof, a per-payment token, cannot be checked before the payment is known)."""
+    verified = document.get("verification", {}).get("outcome") == "verified"
+    if not document.get("funds_trusted", verified):
         return {}
     deposits = [
         (Decimal(d["amount"]), str(d["currency"]), bool(d["confirmed"]))
