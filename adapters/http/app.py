@@ -105,6 +105,9 @@ async def problems(request: web.Request, handler: Handler) -> web.StreamResponse
     except DATABASE_OUTAGES as outage:
         log.warning("database unavailable: %r", outage)
         return unavailable("the database is unavailable; retry later")
+    except ConcurrencyConflict as conflict:
+        # Handlers retry conflicts themselves; one that reaches here outlasted the retries.
+        return problem(409, "Conflict", str(conflict), code=conflict.code)
 
 
 async def _json_body(request: web.Request, model: type[_Request]) -> tuple[Any, bytes]:

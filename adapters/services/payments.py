@@ -26,6 +26,7 @@ from adapters.services.ingestion import WebhookIngestion, token_hash
 from adapters.services.records import append_record
 from adapters.storage.postgres_store import PostgresEventStore
 from adapters.storage.repository import AggregateRepository
+from ledger.errors import ConcurrencyConflict
 from ledger.money import Money
 from ledger.payment import Payment
 from ledger.ports import Claim
@@ -40,6 +41,10 @@ class OrderAlreadyExists(Exception):
     def __init__(self, existing_stream: str) -> None:
         super().__init__(f"order already exists as {existing_stream}")
         self.existing_stream = existing_stream
+
+
+# Reading a payment may record its expiry; a concurrent writer makes it read again.
+EXPIRY_SAVE_ATTEMPTS = 5
 
 
 class FundsGuard(Protocol):
@@ -173,11 +178,17 @@ class PaymentService:
 
     async def load_payment(self, payment_id: Any) -> Payment | None:
         """The payment as the ledger's clock sees it now: expiry is applied when it is due."""
-        payment = await self.repository.load(Payment, str(payment_id))
-        if payment is not None and payment.expires_at and payment.expired_at is None:
+        for _ in range(EXPIRY_SAVE_ATTEMPTS):
+            payment = await self.repository.load(Payment, str(payment_id))
+            if payment is None or not payment.expires_at or payment.expired_at is not None:
+                return payment
             payment.expire_if_due(self.clock())
-            await self.repository.save(payment)
-        return payment
+            try:
+                await self.repository.save(payment)
+            except ConcurrencyConflict:
+                continue  # a webhook or the clock sweep wrote first: read what is there now
+            return payment
+        raise ConcurrencyConflict(f"payment {payment_id} kept changing while being read")
 
     async def create_withdrawal(
         self,
