@@ -16,6 +16,7 @@ import random
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields, is_dataclass
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
 from adapters.providers.contract import (
@@ -393,7 +394,9 @@ class WebhookIngestion:
                     **document,
                     "subject_type": kind,
                     "references": [n for n in names if n],
-                    "deposits": reported_deposits(fact),
+                    "deposits": reported_deposits(
+                        fact, await self._cumulative_held(provider, fact, names)
+                    ),
                     # A per-payment callback token proves nothing until it is matched to the
                     # payment it was issued for: such funds are held as nothing until then.
                     "funds_trusted": verified
@@ -492,6 +495,23 @@ class WebhookIngestion:
         document = {**record, "received_at": delivery.received_at, "matched_later": True}
         return await self.apply(provider, translation, document, verification)
 
+    async def _cumulative_held(
+        self, provider: str, fact: PaymentUpdate | WithdrawalUpdate, names: list[str | None]
+    ) -> Decimal:
+        """The highest running total earlier trusted unmatched deliveries naming the same
+        payment hold, so that each delivery of a running total holds only its increment."""
+        if not isinstance(fact, PaymentUpdate) or fact.cumulative is None:
+            return Decimal(0)
+        wanted = {n for n in names if n}
+        held = Decimal(0)
+        for event in await self.store.read_stream(f"unmatched-{provider}"):
+            document = decode_document(event.payload)
+            if not document.get("funds_trusted") or not wanted & set(document["references"]):
+                continue
+            for deposit in document.get("deposits", []):
+                held = max(held, Decimal(deposit.get("cumulative_total", 0)))
+        return held
+
     async def _unmatched_record(
         self, provider: str, dedupe_key: str, *, verified: bool = True
     ) -> dict[str, Any] | None:
@@ -508,9 +528,12 @@ class WebhookIngestion:
         return found[0] if verified and found else None
 
 
-def reported_deposits(fact: PaymentUpdate | WithdrawalUpdate) -> list[dict[str, Any]]:
+def reported_deposits(
+    fact: PaymentUpdate | WithdrawalUpdate, cumulative_held: Decimal = Decimal(0)
+) -> list[dict[str, Any]]:
     """The funds an update reports, kept with an unmatched delivery so that the journal can hold
-    them in unmatched suspense until their payment appears. A running total counts whole."""
+    them in unmatched suspense until their payment appears. Of a running total, only the part
+    above what earlier unmatched deliveries for the same payment hold (`cumulative_held`)."""
     if not isinstance(fact, PaymentUpdate):
         return []
     deposits = [
@@ -520,7 +543,12 @@ def reported_deposits(fact: PaymentUpdate | WithdrawalUpdate) -> list[dict[str, 
     if fact.cumulative is not None:
         total = fact.cumulative
         deposits.append(
-            {"amount": total.total, "currency": total.currency, "confirmed": total.confirmed}
+            {
+                "amount": max(total.total - cumulative_held, Decimal(0)),
+                "currency": total.currency,
+                "confirmed": total.confirmed,
+                "cumulative_total": total.total,
+            }
         )
     return deposits
 

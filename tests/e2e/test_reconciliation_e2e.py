@@ -534,13 +534,6 @@ async def test_an_unmatched_payment_engine_transfer_clears_when_its_order_is_cre
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: each unmatched delivery's running total is held whole "
-    "(ingestion.reported_deposits counts a cumulative total as a deposit, journal "
-    "reported_unmatched_postings posts it per delivery), so CoinCoin's two deliveries of the same "
-    "total 120.5 put 241.0 at provider:coincoin:funds until the payment appears",
-)
 async def test_unmatched_running_totals_are_held_once(world):
     await coincoin_order_at_the_provider(world, "REC_early_cc_02", "120.50")
     await world.scenario("coincoin", "REC_early_cc_02", "full")

@@ -122,7 +122,10 @@ async def _unmatched(connection: AnyConnection, event: RecordedEvent, items: Ite
     provider = str(document["provider"])
     deposits = document.get("deposits", [])
     currency = str(deposits[0]["currency"]) if deposits else ""
-    reported = sum((Decimal(d["amount"]) for d in deposits), Decimal(0))
+    # What the delivery says arrived: a running total as reported, not the increment held.
+    reported = sum(
+        (Decimal(d.get("cumulative_total", d["amount"])) for d in deposits), Decimal(0)
+    )
     finding = Finding(Reason.UNMATCHED, currency, None, None, reported, reported)
     subject = Subject("delivery", f"{provider}:{document['dedupe_key']}", provider)
     # One delivery can be recorded unmatched twice (an unauthenticated copy, then the genuine
