@@ -37,10 +37,18 @@ async def _init_connection(connection: AnyConnection) -> None:
 
 
 async def create_pool(
-    dsn: str, *, schema: str | None = None, min_size: int = 2, max_size: int = 10
+    dsn: str,
+    *,
+    schema: str | None = None,
+    min_size: int = 2,
+    max_size: int = 10,
+    application_name: str | None = None,
 ) -> asyncpg.Pool:
-    """A pool whose connections speak jsonb as dicts and use `schema` (tests isolate by schema)."""
+    """A pool whose connections speak jsonb as dicts and use `schema` (tests isolate by schema);
+    `application_name` names its sessions in pg_stat_activity."""
     settings = {"search_path": schema} if schema else {}
+    if application_name:
+        settings["application_name"] = application_name
     pool = await asyncpg.create_pool(
         dsn, min_size=min_size, max_size=max_size, init=_init_connection, server_settings=settings
     )

@@ -11,6 +11,7 @@ from decimal import Decimal
 import pytest
 from hypothesis import HealthCheck, given, settings
 
+from adapters.storage.postgres_store import create_pool
 from adapters.storage.read_models import all_projections
 from adapters.storage.read_models.journal import JournalProjection
 from adapters.storage.read_models.runner import ProjectionFailed, ProjectionRunner
@@ -139,12 +140,18 @@ async def test_a_rebuild_equals_the_read_models_built_live_while_events_arrived(
     assert built_live == await snapshot(pool)
 
 
-async def test_killing_the_runner_mid_batch_leaves_exactly_once_effects(pool, store):
+async def test_killing_the_runner_mid_batch_leaves_exactly_once_effects(
+    pool, store, database_url, schema
+):
     writer = HistoryWriter(store)
     for seed in range(6):
         await writer.write(seeded_history(100 + seed))
     shaker = random.Random(7)
-    runner = ProjectionRunner(pool, all_projections(), batch_size=3)
+    # The runner gets its own named pool, so the connection kill below hits only its sessions.
+    runner_pool = await create_pool(
+        database_url, schema=schema, min_size=1, max_size=4, application_name=f"kill-{schema}"
+    )
+    runner = ProjectionRunner(runner_pool, all_projections(), batch_size=3)
     interrupted = 0
     for _ in range(25):
         task = asyncio.create_task(runner.catch_up())
@@ -159,9 +166,10 @@ async def test_killing_the_runner_mid_batch_leaves_exactly_once_effects(pool, st
     async with pool.acquire() as connection:
         await connection.execute(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
-            " AND state = 'idle in transaction'"
+            " WHERE application_name = $1 AND state = 'idle in transaction'",
+            f"kill-{schema}",
         )
+    await runner_pool.close()
     restarted = ProjectionRunner(pool, all_projections(), batch_size=3)
     await restarted.catch_up()
     after_kills = await snapshot(pool)
