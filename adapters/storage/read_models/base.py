@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from adapters.storage.postgres_store import AnyConnection
+from adapters.storage.postgres_store import AnyConnection, fetch_stream_before
 from ledger.ports import RecordedEvent
+from projections.subjects import SubjectStates
 
 
 class Projection(Protocol):
@@ -22,3 +23,19 @@ class Projection(Protocol):
     def forget(self) -> None:
         """Drops in-memory caches, which a rolled-back batch may have left ahead of the table."""
         ...
+
+
+class SubjectProjection:
+    """Shared by projections that derive rows from payment and withdrawal states: the states
+    cache (projections/subjects.py), fed from the runner's connection on a cache miss."""
+
+    def __init__(self) -> None:
+        self._connection: AnyConnection | None = None
+        self._states = SubjectStates(self._load_before)
+
+    async def _load_before(self, stream_id: str, version: int) -> list[RecordedEvent]:
+        assert self._connection is not None, "apply() binds the connection first"
+        return await fetch_stream_before(self._connection, stream_id, version)
+
+    def forget(self) -> None:
+        self._states.forget()

@@ -11,7 +11,8 @@ from collections import defaultdict
 from decimal import Decimal
 from typing import Any
 
-from adapters.storage.postgres_store import AnyConnection, fetch_stream_before
+from adapters.storage.postgres_store import AnyConnection
+from adapters.storage.read_models.base import SubjectProjection
 from ledger.codec import decode_document
 from ledger.payment import Payment
 from ledger.ports import RecordedEvent
@@ -25,7 +26,7 @@ from projections.postings import (
     unmatched_targets,
     withdrawal_targets,
 )
-from projections.subjects import SubjectStates, is_subject_event
+from projections.subjects import is_subject_event
 
 UNMATCHED_RECORD = "Delivery.Unmatched"
 
@@ -139,7 +140,7 @@ class JournalBatch:
             )
 
 
-class JournalProjection:
+class JournalProjection(SubjectProjection):
     name: str = "journal"
     tables: tuple[str, ...] = (
         "journal_postings",
@@ -147,17 +148,6 @@ class JournalProjection:
         "account_balances",
         "journal_unmatched",
     )
-
-    def __init__(self) -> None:
-        self._connection: AnyConnection | None = None
-        self._states = SubjectStates(self._load_before)
-
-    async def _load_before(self, stream_id: str, version: int) -> list[RecordedEvent]:
-        assert self._connection is not None
-        return await fetch_stream_before(self._connection, stream_id, version)
-
-    def forget(self) -> None:
-        self._states.forget()
 
     async def apply(self, connection: AnyConnection, events: list[RecordedEvent]) -> None:
         self._connection = connection

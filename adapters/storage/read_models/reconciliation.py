@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from adapters.storage.postgres_store import AnyConnection, fetch_stream_before
+from adapters.storage.postgres_store import AnyConnection
+from adapters.storage.read_models.base import SubjectProjection
 from adapters.storage.read_models.item_changes import ItemChanges, Subject
 from adapters.storage.read_models.journal import (
     UNMATCHED_RECORD,
@@ -26,7 +27,7 @@ from ledger.payment import Payment
 from ledger.ports import RecordedEvent
 from projections.findings import Finding, Reason, payment_findings, withdrawal_findings
 from projections.postings import Kind, provider_funds
-from projections.subjects import SubjectStates, is_subject_event
+from projections.subjects import is_subject_event
 
 BALANCE_RECORD = "ProviderBalance.Reported"
 BALANCE_STREAM_PREFIX = "provider-balances-"
@@ -52,24 +53,13 @@ def derive(aggregate: Any) -> Derived:
     return Derived(findings, funds)
 
 
-class ReconciliationProjection:
+class ReconciliationProjection(SubjectProjection):
     name: str = "reconciliation"
     tables: tuple[str, ...] = (
         "reconciliation_items",
         "reconciliation_funds",
         "reconciliation_unmatched_funds",
     )
-
-    def __init__(self) -> None:
-        self._connection: AnyConnection | None = None
-        self._states = SubjectStates(self._load_before)
-
-    async def _load_before(self, stream_id: str, version: int) -> list[RecordedEvent]:
-        assert self._connection is not None
-        return await fetch_stream_before(self._connection, stream_id, version)
-
-    def forget(self) -> None:
-        self._states.forget()
 
     async def apply(self, connection: AnyConnection, events: list[RecordedEvent]) -> None:
         self._connection = connection
@@ -123,9 +113,7 @@ async def _unmatched(connection: AnyConnection, event: RecordedEvent, items: Ite
     deposits = document.get("deposits", [])
     currency = str(deposits[0]["currency"]) if deposits else ""
     # What the delivery says arrived: a running total as reported, not the increment held.
-    reported = sum(
-        (Decimal(d.get("cumulative_total", d["amount"])) for d in deposits), Decimal(0)
-    )
+    reported = sum((Decimal(d.get("cumulative_total", d["amount"])) for d in deposits), Decimal(0))
     finding = Finding(Reason.UNMATCHED, currency, None, None, reported, reported)
     subject = Subject("delivery", f"{provider}:{document['dedupe_key']}", provider)
     # One delivery can be recorded unmatched twice (an unauthenticated copy, then the genuine
@@ -148,14 +136,7 @@ async def _hold_unmatched_funds(
         for k, amount in reported_unmatched_postings(document).items()
         if k.account == account and k.kind is Kind.POSTED
     }
-    rows = await connection.fetch(
-        "DELETE FROM reconciliation_unmatched_funds WHERE provider = $1 AND dedupe_key = $2"
-        " RETURNING currency, posted",
-        provider,
-        key,
-    )
-    for row in rows:
-        funds[(provider, row["currency"])] -= row["posted"]
+    await _release_unmatched_funds(connection, provider, key, funds)
     for currency, amount in held.items():
         funds[(provider, currency)] += amount
     await connection.executemany(

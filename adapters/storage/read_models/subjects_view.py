@@ -6,11 +6,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from adapters.storage.postgres_store import AnyConnection, fetch_stream_before
+from adapters.storage.postgres_store import AnyConnection
+from adapters.storage.read_models.base import SubjectProjection
 from ledger.payment import Payment
 from ledger.ports import RecordedEvent
 from ledger.withdrawal import Withdrawal
-from projections.subjects import SubjectStates, is_subject_event
+from projections.subjects import is_subject_event
 from projections.views import payment_view, withdrawal_view
 
 _UPSERT_PAYMENT = """
@@ -72,20 +73,9 @@ def _withdrawal_row(withdrawal: Withdrawal) -> tuple[Any, ...]:
     )
 
 
-class SubjectsView:
+class SubjectsView(SubjectProjection):
     name: str = "subjects"
     tables: tuple[str, ...] = ("payments_view", "withdrawals_view")
-
-    def __init__(self) -> None:
-        self._connection: AnyConnection | None = None
-        self._states = SubjectStates(self._load_before)
-
-    async def _load_before(self, stream_id: str, version: int) -> list[RecordedEvent]:
-        assert self._connection is not None
-        return await fetch_stream_before(self._connection, stream_id, version)
-
-    def forget(self) -> None:
-        self._states.forget()
 
     async def apply(self, connection: AnyConnection, events: list[RecordedEvent]) -> None:
         self._connection = connection
