@@ -65,6 +65,9 @@ class DepositReport:
     confirmations: int = 0
     tx_hash: str | None = None
     observed_at: datetime | None = None  # the provider's own timestamp, when it gives one
+    # False when the provider named no currency and the adapter assumed one (Cryptofuse's
+    # `completed`): the funds are then in whatever the payment expects.
+    currency_stated: bool = True
 
 
 @dataclass(frozen=True, slots=True)

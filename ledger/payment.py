@@ -215,7 +215,8 @@ class Payment(ProviderRecordedAggregate):
         repeated: bool = False,
     ) -> None:
         """`repeated`: the report came in a delivery with nothing new (a duplicate report)."""
-        amount = self._amount_in_expected_currency(report.amount, report.currency)
+        currency = report.currency if report.currency_stated else self.expected.currency
+        amount = self._amount_in_expected_currency(report.amount, currency)
         if amount <= 0:
             raise AmountMustBePositive(f"deposit {report.deposit_id} amount must be positive")
         known = self.deposits.get(report.deposit_id)

@@ -362,12 +362,6 @@ async def test_scenario_ends_in_the_right_state(
     assert len(sent) == len(await deliveries_recorded(ledger, payment["payment_id"]))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known bug: the document's 'completed' webhook names no currency and the adapter "
-    "reads it as default_pay_currency (USDTTRC20), so for any other pay_currency the final "
-    "delivery is not applied (CurrenciesMustMatch) and the payment stays 'confirming'",
-)
 async def test_a_payment_in_another_crypto_completes(ledger):
     payment = await create(ledger, "ORDER_erc20", pay_currency="USDTERC20")
     assert {"amount": "100.000000", "currency": "USDTERC20"} == payment["expected"]

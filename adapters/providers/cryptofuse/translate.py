@@ -172,10 +172,8 @@ class PayloadTranslator:
         payment_type = fields.first(
             fields.word(data, "payment_type"), fields.word(envelope, "payment_type")
         )
-        currency = fields.first(
-            fields.word(data, "currency"), fields.word(envelope, "currency"), self.default_currency
-        )
-        assert currency is not None
+        stated = fields.first(fields.word(data, "currency"), fields.word(envelope, "currency"))
+        currency = stated or self.default_currency
         status = PaymentStatusReport(
             status_word=status_word,
             outcome=payment_outcome(status_word, payment_type),
@@ -190,15 +188,18 @@ class PayloadTranslator:
         history = data.get("payment_history", envelope.get("payment_history"))
         deposits = self._deposits(
             history,
-            currency=currency,
+            # `completed` names no currency: then the entries' own, else the payment's.
+            currency=(currency, stated is not None),
             final=status_word in _FINAL_PAYMENT_WORDS,
             provider_ref=provider_ref,
         )
+
         return PaymentUpdate(reference=reference, deposits=deposits, status=status)
 
     def _deposits(
-        self, history: Any, *, currency: str, final: bool, provider_ref: str | None
+        self, history: Any, *, currency: tuple[str, bool], final: bool, provider_ref: str | None
     ) -> tuple[DepositReport, ...]:
+        """`currency`: the delivery's currency, and whether it named one (or it was assumed)."""
         if history is None:
             return ()
         if not isinstance(history, list):
@@ -214,7 +215,7 @@ class PayloadTranslator:
     def _deposit(
         self,
         entry: Mapping[str, Any],
-        currency: str,
+        currency: tuple[str, bool],
         final: bool,  # noqa: FBT001 - internal helper
         provider_ref: str | None,
         seen: dict[str, int],
@@ -228,10 +229,13 @@ class PayloadTranslator:
         deposit_id = fields.first(fields.text(entry, "deposit_id"), tx_hash)
         if not deposit_id:
             deposit_id = _derived_deposit_id(entry, value, provider_ref, seen)
+        delivery_currency, delivery_named_it = currency
+        own = fields.word(entry, "currency")
         return DepositReport(
             deposit_id=deposit_id,
             amount=value,
-            currency=fields.first(fields.word(entry, "currency"), currency) or currency,
+            currency=own or delivery_currency,
+            currency_stated=own is not None or delivery_named_it,
             confirmed=final or confirmations >= self.confirmations_required,
             confirmations=confirmations,
             tx_hash=tx_hash,
