@@ -75,7 +75,6 @@ class Deposit:
     confirmed: bool
     verified: bool  # False while it came only through an unauthenticated delivery
     observed_at: datetime  # the provider's timestamp, else when the ledger received it
-    reported_count: int = 1  # how often it was reported: more than once is a duplicate report
 
 
 _CUMULATIVE = "cumulative:"  # deposit ids of running totals: cumulative:<total>[:above:<base>]
@@ -368,17 +367,13 @@ class Payment(ProviderRecordedAggregate):
                 confirmed=confirmed,
                 verified=verified,
                 observed_at=observed_at,
-                reported_count=known.reported_count + 1,
             ),
         }
 
     @event("DepositReportedAgain")
     def _deposit_reported_again(self, deposit_id: str, duplicate: bool = True) -> None:  # noqa: FBT002 - events stored before the field existed were duplicates
-        known = self.deposits[deposit_id]
-        self.deposits = {
-            **self.deposits,
-            deposit_id: replace(known, reported_count=known.reported_count + 1),
-        }
+        # The deposit itself is unchanged; only a report in a delivery with nothing new counts
+        # as a duplicate (reconciliation's duplicate_deposit).
         if duplicate:
             self.repeated_deposit_reports = {
                 **self.repeated_deposit_reports,
@@ -501,10 +496,6 @@ class Payment(ProviderRecordedAggregate):
     @property
     def late(self) -> bool:
         return any(self.is_late(d) for d in self.deposits.values() if d.verified)
-
-    @property
-    def duplicate_reports(self) -> int:
-        return sum(d.reported_count - 1 for d in self.deposits.values())
 
     @property
     def coverage(self) -> Coverage:
