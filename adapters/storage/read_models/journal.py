@@ -40,7 +40,8 @@ def subject_targets(aggregate: Any) -> Postings:
 def matched_delivery(event: RecordedEvent) -> tuple[str, str, str] | None:
     """(provider, dedupe key, outcome) when `event` records an unmatched delivery now applied
     to its subject; the outcome says whether the subject counted its funds (`verified`)."""
-    if not event.type.endswith(".DeliveryRecorded"):
+    # Most deliveries were matched on arrival: skip parsing their (large) payload again.
+    if not event.type.endswith(".DeliveryRecorded") or b'"matched_later"' not in event.payload:
         return None
     delivery = decode_document(event.payload).get("delivery", {})
     if not delivery.get("matched_later"):

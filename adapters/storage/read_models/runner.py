@@ -70,13 +70,19 @@ class ProjectionRunner:
         self.poll_seconds = poll_seconds
         self._wake = asyncio.Event()
         self._failed: set[str] = set()
+        self._positions_exist = False
 
     async def ensure_positions(self) -> None:
+        """Creates the position rows once per runner (not on every catch-up: the withdrawal
+        funds check and /readyz call into the runner on each request)."""
+        if self._positions_exist:
+            return
         await self.pool.executemany(
             "INSERT INTO projection_positions (name, partition) VALUES ($1, $2)"
             " ON CONFLICT DO NOTHING",
             [(name, p) for name in self.projections for p in range(PARTITION_COUNT)],
         )
+        self._positions_exist = True
 
     # ------------------------------------------------------------------ one batch
 
