@@ -84,6 +84,7 @@ from adapters.storage.migrate import migrate
 from adapters.storage.postgres_store import AnyConnection, PostgresEventStore, create_pool
 from adapters.storage.read_models import all_projections
 from adapters.storage.read_models.base import Projection
+from adapters.storage.read_models.item_changes import INSERT_COLUMNS
 from adapters.storage.read_models.journal import JournalProjection
 from adapters.storage.read_models.reconciliation import ReconciliationProjection
 from adapters.storage.read_models.runner import ProjectionRunner
@@ -508,22 +509,8 @@ PAYMENT_COLUMNS = [
     "version",
     "view",
 ]
-ITEM_COLUMNS = [
-    "subject_type",
-    "subject_id",
-    "reason",
-    "detected_position",
-    "provider",
-    "currency",
-    "expected",
-    "received",
-    "provider_reported",
-    "difference",
-    "detected_at",
-    "updated_position",
-    "cleared_at",
-    "cleared_position",
-]
+# The projection's own insert columns: the bench fills the table the way it does.
+ITEM_COLUMNS = INSERT_COLUMNS
 
 
 def _item(

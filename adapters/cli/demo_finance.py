@@ -7,7 +7,7 @@ import asyncio
 import time
 
 from adapters.cli.demo_driver import DemoRun
-from adapters.cli.demo_report import format_table
+from adapters.cli.tables import format_table
 
 CATCH_UP_SECONDS = 20.0
 

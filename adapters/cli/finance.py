@@ -14,11 +14,13 @@ from typing import Any
 import asyncpg
 
 from adapters.cli.database import open_pool
+from adapters.cli.tables import format_table
 from adapters.config import Settings
 from adapters.storage.read_models import all_projections
 from adapters.storage.read_models.runner import ProjectionRunner
 
 BAR_WIDTH = 30
+AMOUNT_COLUMNS = frozenset({"expected", "received", "provider_reported", "difference"})
 ITEM_COLUMNS = (
     "reason",
     "provider",
@@ -127,9 +129,7 @@ def render_items(rows: list[asyncpg.Record], output_format: str) -> str:
         writer.writerow(ITEM_COLUMNS)
         writer.writerows(table)
         return buffer.getvalue()
-    widths = [max([len(c), *(len(r[i]) for r in table)]) for i, c in enumerate(ITEM_COLUMNS)]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(ITEM_COLUMNS, widths, strict=True))]
-    lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)) for r in table]
+    lines = format_table(ITEM_COLUMNS, table, AMOUNT_COLUMNS)
     return "\n".join(lines) + f"\n{len(table)} items\n"
 
 
