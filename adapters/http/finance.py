@@ -10,12 +10,10 @@ from aiohttp import web
 from adapters.http.auth import authorize
 from adapters.http.problems import problem
 from adapters.services.payments import PaymentService
-from adapters.storage.repository import AggregateRepository
 from ledger.errors import ConcurrencyConflict, LedgerError
 from projections.views import payment_view
 
 PAYMENT_SERVICE = web.AppKey("finance_payments", PaymentService)
-SETTLE_ATTEMPTS = 5
 
 
 async def settle_payment(request: web.Request) -> web.Response:
@@ -24,20 +22,15 @@ async def settle_payment(request: web.Request) -> web.Response:
         payment_id = str(uuid.UUID(request.match_info["payment_id"]))
     except ValueError:
         return problem(404, "Not Found", "no such payment")
-    service = request.app[PAYMENT_SERVICE]
-    for _ in range(SETTLE_ATTEMPTS):
-        payment = await service.load_payment(payment_id)
-        if payment is None:
-            return problem(404, "Not Found", "no such payment")
-        try:
-            payment.settle()
-            await AggregateRepository(service.store).save(payment)
-        except ConcurrencyConflict:
-            continue  # a delivery landed meanwhile: settle what the payment is now
-        except LedgerError as broken:
-            return problem(422, "Unprocessable Entity", str(broken), code=broken.code)
-        return web.json_response(payment_view(payment))
-    return problem(409, "Conflict", "the payment kept changing; try again")
+    try:
+        payment = await request.app[PAYMENT_SERVICE].settle_payment(payment_id)
+    except LedgerError as broken:  # a conflict outlasting the retries is the middleware's 409
+        if isinstance(broken, ConcurrencyConflict):
+            raise
+        return problem(422, "Unprocessable Entity", str(broken), code=broken.code)
+    if payment is None:
+        return problem(404, "Not Found", "no such payment")
+    return web.json_response(payment_view(payment))
 
 
 def add_finance_routes(app: web.Application, payments: PaymentService) -> None:

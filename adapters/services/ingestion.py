@@ -8,11 +8,9 @@ unreadable, unmatched). A duplicate is recorded and acknowledged and changes not
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import hashlib
 import logging
-import random
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields, is_dataclass
 from datetime import UTC, datetime
@@ -27,6 +25,7 @@ from adapters.providers.contract import (
     WebhookBodyInvalid,
     WebhookDelivery,
 )
+from adapters.services.conflicts import retry_on_conflict
 from adapters.services.records import append_record
 from adapters.storage.postgres_store import PostgresEventStore
 from adapters.storage.repository import AggregateRepository
@@ -39,7 +38,7 @@ from ledger.commands import (
     WithdrawalReference,
     WithdrawalUpdate,
 )
-from ledger.errors import ConcurrencyConflict, LedgerError
+from ledger.errors import LedgerError
 from ledger.payment import Payment
 from ledger.ports import Claim, ClaimTaken
 from ledger.recording import ProviderRecordedAggregate
@@ -50,8 +49,6 @@ log = logging.getLogger(__name__)
 # A writer loses a race only to another commit on the same stream, so N concurrent deliveries
 # for one payment cost each at most N - 1 retries; past SAVE_ATTEMPTS the delivery is a 503.
 SAVE_ATTEMPTS = 30
-SAVE_BACKOFF_SECONDS = 0.01  # first retry waits up to this; doubling, capped
-SAVE_BACKOFF_CAP_SECONDS = 0.25
 # Prefix of the claim key of an unverified unmatched delivery (see `_record_unmatched`).
 _UNVERIFIED_CLAIM = "unverified:"
 # Fields of a translation that become keys (claims, read-model indexes); a btree entry holds
@@ -215,18 +212,12 @@ class WebhookIngestion:
         document: dict[str, Any],
         verification: Verification,
     ) -> IngestResult:
-        """Applies a translated delivery, retrying when a concurrent writer got there first.
-
-        Each retry waits a random while (full jitter, growing with the attempt), so that writers
-        that lost together do not all reload and collide again at once."""
-        for attempt in range(SAVE_ATTEMPTS):
-            try:
-                return await self._apply_once(provider, translation, document, verification)
-            except ConcurrencyConflict:
-                if attempt + 1 < SAVE_ATTEMPTS:
-                    ceiling = min(SAVE_BACKOFF_CAP_SECONDS, SAVE_BACKOFF_SECONDS * 2**attempt)
-                    await asyncio.sleep(random.uniform(0, ceiling))  # noqa: S311 - jitter
-        raise ConcurrencyConflict(f"{provider} delivery {translation.dedupe_key}: gave up")
+        """Applies a translated delivery, redone when a concurrent writer got there first."""
+        return await retry_on_conflict(
+            lambda: self._apply_once(provider, translation, document, verification),
+            attempts=SAVE_ATTEMPTS,
+            what=f"{provider} delivery {translation.dedupe_key}",
+        )
 
     async def _apply_once(
         self,

@@ -22,11 +22,11 @@ from adapters.providers.contract import (
     ProviderExchange,
     TokenScope,
 )
+from adapters.services.conflicts import retry_on_conflict
 from adapters.services.ingestion import WebhookIngestion, token_hash
 from adapters.services.records import append_record
 from adapters.storage.postgres_store import PostgresEventStore
 from adapters.storage.repository import AggregateRepository
-from ledger.errors import ConcurrencyConflict
 from ledger.money import Money
 from ledger.payment import Payment
 from ledger.ports import Claim
@@ -178,17 +178,33 @@ class PaymentService:
 
     async def load_payment(self, payment_id: Any) -> Payment | None:
         """The payment as the ledger's clock sees it now: expiry is applied when it is due."""
-        for _ in range(EXPIRY_SAVE_ATTEMPTS):
+
+        async def load_and_expire() -> Payment | None:
             payment = await self.repository.load(Payment, str(payment_id))
-            if payment is None or not payment.expires_at or payment.expired_at is not None:
-                return payment
-            payment.expire_if_due(self.clock())
-            try:
+            if payment is not None and payment.expires_at and payment.expired_at is None:
+                payment.expire_if_due(self.clock())
                 await self.repository.save(payment)
-            except ConcurrencyConflict:
-                continue  # a webhook or the clock sweep wrote first: read what is there now
             return payment
-        raise ConcurrencyConflict(f"payment {payment_id} kept changing while being read")
+
+        # A webhook or the clock sweep may write first: then read what is there now.
+        return await retry_on_conflict(
+            load_and_expire, attempts=EXPIRY_SAVE_ATTEMPTS, what=f"payment {payment_id}"
+        )
+
+    async def settle_payment(self, payment_id: Any) -> Payment | None:
+        """Finance settles the payment as it is now (a delivery landing meanwhile is no reason
+        to refuse); None when there is no such payment. Raises PaymentCannotBeSettled."""
+
+        async def settle() -> Payment | None:
+            payment = await self.load_payment(payment_id)
+            if payment is not None:
+                payment.settle()
+                await self.repository.save(payment)
+            return payment
+
+        return await retry_on_conflict(
+            settle, attempts=EXPIRY_SAVE_ATTEMPTS, what=f"settling payment {payment_id}"
+        )
 
     async def create_withdrawal(
         self,

@@ -9,9 +9,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from adapters.services.conflicts import retry_on_conflict
 from adapters.storage.postgres_store import PostgresEventStore
 from ledger.codec import dumps_canonical
-from ledger.errors import ConcurrencyConflict
 from ledger.ports import Claim, NewEvent, RecordedEvent
 
 APPEND_ATTEMPTS = 50
@@ -25,15 +25,16 @@ async def append_record(
     claims: Sequence[Claim] = (),
 ) -> RecordedEvent:
     payload = dumps_canonical(document)
-    for _ in range(APPEND_ATTEMPTS):
+
+    async def append_at_next_version() -> RecordedEvent:
         version = await store.stream_version(stream_id)
-        try:
-            (recorded,) = await store.append(
-                [NewEvent(stream_id, version + 1, event_type, payload, {"record": True})],
-                expected_versions={stream_id: version},
-                claims=claims,
-            )
-        except ConcurrencyConflict:
-            continue
+        (recorded,) = await store.append(
+            [NewEvent(stream_id, version + 1, event_type, payload, {"record": True})],
+            expected_versions={stream_id: version},
+            claims=claims,
+        )
         return recorded
-    raise ConcurrencyConflict(f"could not append to {stream_id} after {APPEND_ATTEMPTS} tries")
+
+    return await retry_on_conflict(
+        append_at_next_version, attempts=APPEND_ATTEMPTS, what=f"append to {stream_id}"
+    )
