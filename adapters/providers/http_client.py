@@ -7,6 +7,7 @@ mistake and retrying it would only repeat it. Every attempt, answered or not, is
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import random
 import time
@@ -132,7 +133,18 @@ class ProviderHttp:
         last_error = ""
         for attempt in range(1, attempts + 1):
             started = time.monotonic()
-            at = datetime.now(UTC)
+            # The attempt's record, whatever its outcome: status, body or error complete it.
+            exchange = functools.partial(
+                self._exchange,
+                operation,
+                method,
+                url,
+                attempt,
+                body_text,
+                send_headers,
+                datetime.now(UTC),
+                started,
+            )
             try:
                 async with self._session_or_new().request(
                     method, url, data=body_text, headers=send_headers
@@ -141,39 +153,12 @@ class ProviderHttp:
                     result = HttpResponse(response.status, raw, dict(response.headers))
             except (aiohttp.ClientError, TimeoutError) as error:
                 last_error = f"{type(error).__name__}: {error}"
-                await record(
-                    self._exchange(
-                        operation,
-                        method,
-                        url,
-                        attempt,
-                        body_text,
-                        send_headers,
-                        at,
-                        started,
-                        status=None,
-                        response_body=None,
-                        error=last_error,
-                    )
-                )
+                await record(exchange(status=None, response_body=None, error=last_error))
                 if attempt < attempts:
                     await asyncio.sleep(self.policy.delay(attempt))
                 continue
-            await record(
-                self._exchange(
-                    operation,
-                    method,
-                    url,
-                    attempt,
-                    body_text,
-                    send_headers,
-                    at,
-                    started,
-                    status=result.status,
-                    response_body=raw.decode("utf-8", "replace"),
-                    error=None,
-                )
-            )
+            response_text = raw.decode("utf-8", "replace")
+            await record(exchange(status=result.status, response_body=response_text, error=None))
             if result.status in RETRYABLE_STATUSES and attempt < attempts:
                 last_error = f"HTTP {result.status}"
                 await asyncio.sleep(self.policy.delay(attempt))
