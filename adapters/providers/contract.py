@@ -14,6 +14,7 @@ from enum import StrEnum
 from typing import Any, Protocol
 
 from ledger.commands import ProviderBalanceReport, Translation
+from ledger.money import loads_exact
 
 
 class VerificationOutcome(StrEnum):
@@ -55,6 +56,18 @@ class WebhookBodyInvalid(Exception):
         super().__init__(f"{reason}: {detail}" if detail else reason)
         self.reason = reason
         self.detail = detail
+
+
+def parse_webhook_object(body: bytes) -> dict[str, Any]:
+    """A delivery body as a JSON object with exact amounts, else WebhookBodyInvalid: `not_json`
+    (not UTF-8, not JSON, NaN/Infinity, nested past the parser's depth) or `wrong_shape`."""
+    try:
+        parsed = loads_exact(body)
+    except (ValueError, RecursionError) as error:  # UnicodeDecodeError is a ValueError
+        raise WebhookBodyInvalid("not_json", str(error)) from None
+    if not isinstance(parsed, dict):
+        raise WebhookBodyInvalid("wrong_shape", "body is not a JSON object")
+    return parsed
 
 
 @dataclass(frozen=True, slots=True)

@@ -30,6 +30,7 @@ from adapters.providers.contract import (
     VerificationOutcome,
     WebhookBodyInvalid,
     WebhookDelivery,
+    parse_webhook_object,
 )
 from ledger.commands import (
     CumulativeReceivedReport,
@@ -38,7 +39,6 @@ from ledger.commands import (
     PaymentUpdate,
     Translation,
 )
-from ledger.money import loads_exact
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -62,7 +62,7 @@ class CoinCoinWebhooks:
         return Verification(VerificationOutcome.VERIFIED, SCHEME)
 
     def translate(self, delivery: WebhookDelivery) -> Translation:
-        body = _parse_object(delivery.body)
+        body = parse_webhook_object(delivery.body)
         payment = _object(body, "payment")
         payment_id = _text(payment, "payment_id")
         address = _text(payment, "address")
@@ -94,16 +94,6 @@ class CoinCoinWebhooks:
 def dedupe_key(payload: Any) -> str:
     """CoinCoin deliveries carry no event id: the key is a hash of the canonical payload."""
     return payload_dedupe_key(PROVIDER_ID, payload)
-
-
-def _parse_object(raw: bytes) -> dict[str, Any]:
-    try:
-        parsed = loads_exact(raw)
-    except (ValueError, UnicodeDecodeError) as error:
-        raise WebhookBodyInvalid("not_json", str(error)) from None
-    if not isinstance(parsed, dict):
-        raise WebhookBodyInvalid("wrong_shape", "body is not a JSON object")
-    return parsed
 
 
 def _object(body: Mapping[str, Any], key: str) -> dict[str, Any]:

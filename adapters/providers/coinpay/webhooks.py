@@ -26,6 +26,7 @@ from adapters.providers.contract import (
     VerificationOutcome,
     WebhookBodyInvalid,
     WebhookDelivery,
+    parse_webhook_object,
 )
 from ledger.commands import (
     CumulativeReceivedReport,
@@ -39,7 +40,7 @@ from ledger.commands import (
     WithdrawalReference,
     WithdrawalUpdate,
 )
-from ledger.money import loads_exact, to_decimal
+from ledger.money import to_decimal
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -88,7 +89,7 @@ class CoinPayWebhooks:
         return Verification(VerificationOutcome.VERIFIED, SIGNATURE_SCHEME)
 
     def translate(self, delivery: WebhookDelivery) -> Translation:
-        payload = _parse_exact(delivery.body)
+        payload = parse_webhook_object(delivery.body)
         event = payload.get("event")
         data = payload.get("data")
         if not isinstance(event, str) or not event:
@@ -178,16 +179,6 @@ def _payment_reference(data: Mapping[str, Any]) -> PaymentReference:
     if isinstance(metadata, dict):
         order_id = _text(metadata, "orderId")
     return PaymentReference(provider=PROVIDER_ID, provider_ref=transaction_id, order_id=order_id)
-
-
-def _parse_exact(body: bytes) -> dict[str, Any]:
-    try:
-        payload = loads_exact(body)
-    except (ValueError, UnicodeDecodeError, RecursionError) as error:
-        raise WebhookBodyInvalid("not_json", str(error)) from error
-    if not isinstance(payload, dict):
-        raise WebhookBodyInvalid("wrong_shape", "the body must be a JSON object")
-    return payload
 
 
 def _text(data: Mapping[str, Any], key: str, *, required: bool = False) -> str | None:

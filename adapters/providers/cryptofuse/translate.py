@@ -23,7 +23,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from adapters.providers.canonical import canonical_json, payload_dedupe_key
-from adapters.providers.contract import WebhookBodyInvalid
+from adapters.providers.contract import WebhookBodyInvalid, parse_webhook_object
 from adapters.providers.cryptofuse import fields
 from adapters.providers.cryptofuse.fields import PayloadShapeError
 from adapters.providers.cryptofuse.settings import PROVIDER_ID
@@ -38,7 +38,6 @@ from ledger.commands import (
     WithdrawalReference,
     WithdrawalUpdate,
 )
-from ledger.money import loads_exact
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -86,16 +85,6 @@ def withdrawal_outcome(status_word: str) -> ProviderWithdrawalOutcome:
     return _WITHDRAWAL_OUTCOMES.get(status_word, ProviderWithdrawalOutcome.UNKNOWN)
 
 
-def parse_object(body: bytes) -> dict[str, Any]:
-    try:
-        parsed = loads_exact(body)
-    except ValueError as error:  # also UnicodeDecodeError and refused NaN/Infinity
-        raise WebhookBodyInvalid("not_json", str(error)) from None
-    if not isinstance(parsed, dict):
-        raise WebhookBodyInvalid("wrong_shape", "body is not a JSON object")
-    return parsed
-
-
 def dedupe_key(parsed: Any, kind: str = "") -> str:
     """The document has no event id, so the canonical payload's hash is the key. Its `timestamp`
     makes each status update distinct while a byte-for-byte (or reformatted) redelivery repeats."""
@@ -108,7 +97,7 @@ class PayloadTranslator:
         self.confirmations_required = confirmations_required
 
     def translate_webhook(self, body: bytes) -> Translation:
-        parsed = parse_object(body)
+        parsed = parse_webhook_object(body)
         try:
             return self._webhook(parsed)
         except PayloadShapeError as error:
@@ -117,7 +106,7 @@ class PayloadTranslator:
     def translate_status(self, body: bytes, provider_ref: str) -> Translation:
         """The answer of `POST /payments/status/`: a webhook's `data`, or (tolerated) a whole
         envelope. Raises WebhookBodyInvalid like a delivery would."""
-        parsed = parse_object(body)
+        parsed = parse_webhook_object(body)
         try:
             data = fields.mapping_or_empty(parsed, "data") or parsed
             envelope = parsed if data is not parsed else {}

@@ -26,6 +26,7 @@ from adapters.providers.contract import (
     VerificationOutcome,
     WebhookBodyInvalid,
     WebhookDelivery,
+    parse_webhook_object,
 )
 from ledger.commands import (
     DepositReport,
@@ -39,7 +40,7 @@ from ledger.commands import (
     WithdrawalUpdate,
 )
 from ledger.errors import AmountPrecisionExceedsCurrencyScale
-from ledger.money import loads_exact, quantize_exact
+from ledger.money import quantize_exact
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -70,7 +71,7 @@ class LiPayKriptoWebhooks:
         self._client_id = client_id.encode("utf-8")
 
     def authenticate(self, delivery: WebhookDelivery) -> Verification:
-        body = _parse_object(delivery.body)
+        body = parse_webhook_object(delivery.body)
         shape = _shape_of(body)
         # Each shape names the client in its own key; checking the other key would let a body
         # carry a correct id in a field this shape never reads.
@@ -86,7 +87,7 @@ class LiPayKriptoWebhooks:
         return Verification(VerificationOutcome.VERIFIED, SCHEME, "token_to_be_matched")
 
     def translate(self, delivery: WebhookDelivery) -> Translation:
-        body = _parse_object(delivery.body)
+        body = parse_webhook_object(delivery.body)
         shape = _shape_of(body)
         dedupe_key = payload_dedupe_key(PROVIDER_ID, body)
         if shape == "payment":
@@ -143,16 +144,6 @@ def _translate_withdrawal(body: Mapping[str, Any], dedupe_key: str) -> Translati
     return Translation(
         dedupe_key=dedupe_key, facts=(update,), event_type=f"withdrawal.{status_word}"
     )
-
-
-def _parse_object(raw: bytes) -> dict[str, Any]:
-    try:
-        parsed = loads_exact(raw)
-    except (ValueError, UnicodeDecodeError) as error:
-        raise WebhookBodyInvalid("not_json", str(error)) from None
-    if not isinstance(parsed, dict):
-        raise WebhookBodyInvalid("wrong_shape", "body is not a JSON object")
-    return parsed
 
 
 def _shape_of(body: Mapping[str, Any]) -> Shape:
