@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 from ledger.codec import AGGREGATE_TYPES, aggregate_name_of, decode, rebuild
 from ledger.ports import RecordedEvent
@@ -25,33 +25,38 @@ def is_subject_event(event: RecordedEvent) -> bool:
     return "topic" in event.metadata and aggregate_name_of(event.type) in AGGREGATE_TYPES
 
 
-class SubjectStates:
-    def __init__(self, load_before: StreamLoader, capacity: int = 20_000) -> None:
+class SubjectStates(Generic[Derived]):
+    """`derive` is the projection's reading of a state (its postings, its findings). What it
+    derived after one event is kept with the state, as the next event's "before": each state is
+    derived once, not twice."""
+
+    def __init__(
+        self, load_before: StreamLoader, derive: Callable[[Any], Derived], capacity: int = 20_000
+    ) -> None:
         self._load_before = load_before
+        self._derive = derive
         self._capacity = capacity
-        self._cache: OrderedDict[str, Any] = OrderedDict()
+        self._cache: OrderedDict[str, tuple[Any, Derived]] = OrderedDict()
 
     def forget(self) -> None:
         self._cache.clear()
 
-    async def _state_before(self, event: RecordedEvent) -> Any:
+    async def _state_before(self, event: RecordedEvent) -> tuple[Any, Derived | None]:
         cached = self._cache.get(event.stream_id)
-        if cached is not None and cached.version == event.version - 1:
+        if cached is not None and cached[0].version == event.version - 1:
             self._cache.move_to_end(event.stream_id)
             return cached
         if event.version == 1:
-            return None
-        return rebuild(await self._load_before(event.stream_id, event.version))
+            return None, None
+        aggregate = rebuild(await self._load_before(event.stream_id, event.version))
+        return aggregate, self._derive(aggregate)
 
-    async def transition(
-        self, event: RecordedEvent, derive: Callable[[Any], Derived]
-    ) -> tuple[Derived | None, Derived, Any]:
-        """`derive` of the state before and after `event`, and the state after it."""
-        aggregate = await self._state_before(event)
-        before = derive(aggregate) if aggregate is not None else None
+    async def transition(self, event: RecordedEvent) -> tuple[Derived | None, Derived, Any]:
+        """What `derive` says of the state before and after `event`, and the state after it."""
+        aggregate, before = await self._state_before(event)
         aggregate = decode(event).mutate(aggregate)
-        after = derive(aggregate)
-        self._cache[event.stream_id] = aggregate
+        after = self._derive(aggregate)
+        self._cache[event.stream_id] = (aggregate, after)
         self._cache.move_to_end(event.stream_id)
         if len(self._cache) > self._capacity:
             self._cache.popitem(last=False)

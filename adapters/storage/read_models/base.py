@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Any, Protocol
 
 from adapters.storage.postgres_store import AnyConnection, fetch_stream_before
 from ledger.ports import RecordedEvent
@@ -27,11 +27,15 @@ class Projection(Protocol):
 
 class SubjectProjection:
     """Shared by projections that derive rows from payment and withdrawal states: the states
-    cache (projections/subjects.py), fed from the runner's connection on a cache miss."""
+    cache (projections/subjects.py), fed from the runner's connection on a cache miss. A
+    subclass says what it reads from a state by overriding `derive`."""
 
     def __init__(self) -> None:
         self._connection: AnyConnection | None = None
-        self._states = SubjectStates(self._load_before)
+        self._states: SubjectStates[Any] = SubjectStates(self._load_before, self.derive)
+
+    def derive(self, aggregate: Any) -> Any:  # noqa: ARG002 - the default reads nothing
+        return None
 
     async def _load_before(self, stream_id: str, version: int) -> list[RecordedEvent]:
         assert self._connection is not None, "apply() binds the connection first"

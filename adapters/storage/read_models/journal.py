@@ -150,6 +150,9 @@ class JournalProjection(SubjectProjection):
         "journal_unmatched",
     )
 
+    def derive(self, aggregate: Any) -> Postings:
+        return subject_targets(aggregate)
+
     async def apply(self, connection: AnyConnection, events: list[RecordedEvent]) -> None:
         self._connection = connection
         batch = JournalBatch()
@@ -163,7 +166,7 @@ class JournalProjection(SubjectProjection):
     async def _subject_event(
         self, connection: AnyConnection, event: RecordedEvent, batch: JournalBatch
     ) -> None:
-        before, after, aggregate = await self._states.transition(event, subject_targets)
+        before, after, aggregate = await self._states.transition(event)
         delta = difference(before or {}, after)
         matched = matched_delivery(event)
         if matched is not None and matched[2] == "verified":

@@ -61,6 +61,9 @@ class ReconciliationProjection(SubjectProjection):
         "reconciliation_unmatched_funds",
     )
 
+    def derive(self, aggregate: Any) -> Derived:
+        return derive(aggregate)
+
     async def apply(self, connection: AnyConnection, events: list[RecordedEvent]) -> None:
         self._connection = connection
         funds: dict[tuple[str, str], Decimal] = defaultdict(Decimal)
@@ -82,7 +85,7 @@ class ReconciliationProjection(SubjectProjection):
         funds: dict[tuple[str, str], Decimal],
         items: ItemChanges,
     ) -> None:
-        before, after, aggregate = await self._states.transition(event, derive)
+        before, after, aggregate = await self._states.transition(event)
         subject = Subject(type(aggregate).__name__.lower(), event.stream_id, aggregate.provider)
         previous = before.findings if before else {}
         for reason, finding in after.findings.items():

@@ -82,14 +82,10 @@ class SubjectsView(SubjectProjection):
         latest: dict[str, Any] = {}
         for event in events:
             if is_subject_event(event):
-                _, _, latest[event.stream_id] = await self._states.transition(event, _nothing)
+                _, _, latest[event.stream_id] = await self._states.transition(event)
         payments = [_payment_row(a) for a in latest.values() if isinstance(a, Payment)]
         withdrawals = [_withdrawal_row(a) for a in latest.values() if isinstance(a, Withdrawal)]
         if payments:
             await connection.executemany(_UPSERT_PAYMENT, payments)
         if withdrawals:
             await connection.executemany(_UPSERT_WITHDRAWAL, withdrawals)
-
-
-def _nothing(_: Any) -> None:
-    return None
