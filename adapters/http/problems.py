@@ -44,3 +44,22 @@ def unavailable(detail: str) -> web.Response:
     response = problem(503, "Service Unavailable", detail)
     response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
     return response
+
+
+class ProblemError(Exception):
+    """A request refused with a documented problem: raised anywhere below a handler, answered
+    by the `problems` middleware as problem+json. `problem_type` is the slug after PROBLEM_BASE
+    (one per broken rule, e.g. `amount-too-many-fraction-digits`)."""
+
+    def __init__(
+        self, status: int, problem_type: str, title: str, detail: str, **extra: Any
+    ) -> None:
+        super().__init__(f"{status} {problem_type}: {detail}")
+        self.status = status
+        self.problem_type = problem_type
+        self.title = title
+        self.detail = detail
+        self.extra = extra
+
+    def response(self) -> web.Response:
+        return problem(self.status, self.title, self.detail, code=self.problem_type, **self.extra)

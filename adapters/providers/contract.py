@@ -157,6 +157,8 @@ class Operation(StrEnum):
     CREATE_WITHDRAWAL = "create_withdrawal"
     QUERY_PAYMENT = "query_payment"
     FETCH_BALANCES = "fetch_balances"
+    FIND_PAYMENT = "find_payment"
+    FIND_WITHDRAWAL = "find_withdrawal"
 
 
 class ProviderClient(Protocol):
@@ -178,6 +180,19 @@ class ProviderClient(Protocol):
 
     async def fetch_balances(self, record: ExchangeRecorder) -> list[ProviderBalanceReport]:
         """Provider-reported balances; raises OperationNotSupported if the provider has none."""
+        ...
+
+    async def find_payment(self, order_id: str, record: ExchangeRecorder) -> CreatedPayment | None:
+        """The payment the provider holds for our order id (as its create answer would have
+        said it), None when it holds none: how the ledger resolves a create whose answer was
+        lost. Raises OperationNotSupported where the document offers no lookup by our id."""
+        ...
+
+    async def find_withdrawal(
+        self, request_id: str, record: ExchangeRecorder
+    ) -> CreatedWithdrawal | None:
+        """The withdrawal the provider holds for our request id, None when it holds none.
+        Raises OperationNotSupported where the document offers no lookup by our id."""
         ...
 
     async def close(self) -> None: ...
