@@ -52,6 +52,13 @@ class DepositAmountMustNotChange(LedgerError):
     code = "deposit_amount_must_not_change"
 
 
+# Payments and withdrawals: the create at the provider
+class SubmissionAlreadyResolved(LedgerError):
+    """The provider's answer to a create is already recorded (accepted or refused)."""
+
+    code = "submission_already_resolved"
+
+
 # Withdrawals
 class WithdrawalTransitionNotAllowed(LedgerError):
     code = "withdrawal_transition_not_allowed"

@@ -28,12 +28,14 @@ from ledger.errors import (
     CurrenciesMustMatch,
     DepositAmountMustNotChange,
     PaymentCannotBeSettled,
+    SubmissionAlreadyResolved,
 )
 from ledger.money import Money, quantize_exact
 from ledger.recording import ProviderRecordedAggregate, utc
 
 
 class PaymentStatus(StrEnum):
+    SUBMITTING = "submitting"  # recorded, the provider's answer to the create not yet known
     PENDING = "pending"
     CONFIRMING = "confirming"
     COMPLETED = "completed"
@@ -57,6 +59,16 @@ _OUTCOME_RANK = {
         ]
     )
 }
+
+
+class Submission(StrEnum):
+    """Where the create request stands at the provider. The payment is recorded (with its
+    order id claimed) before the provider is called, so that concurrent identical requests make
+    one call and a lost answer leaves a payment that says so."""
+
+    SUBMITTING = "submitting"  # the call is out, or its answer was lost
+    ACCEPTED = "accepted"  # the provider created it: provider_ref and expected are its own
+    REFUSED = "refused"  # the provider said no, or the call never went out: it holds nothing
 
 
 class Coverage(StrEnum):
@@ -110,8 +122,12 @@ class Payment(ProviderRecordedAggregate):
         pay_address: str | None = None,
         provider_status: str = "",
         metadata: dict[str, Any] | None = None,
+        submitting: bool = False,  # noqa: FBT002 - events stored before intents lack it
     ) -> None:
         self._start_recording()
+        # Until the provider answers, provider_ref is empty and `expected` is the price.
+        self.submission = Submission.SUBMITTING if submitting else Submission.ACCEPTED
+        self.submission_unknown: str | None = None
         self.provider = provider
         self.provider_ref = provider_ref
         self.order_id = order_id
@@ -167,6 +183,83 @@ class Payment(ProviderRecordedAggregate):
             provider_status=provider_status,
             metadata=metadata,
         )
+
+    @classmethod
+    def intend(
+        cls,
+        *,
+        provider: str,
+        order_id: str,
+        price: Money,
+        expires_at: datetime | None,
+        customer_id: str | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> Payment:
+        """The payment as requested, recorded before the provider is asked. `expires_at` is the
+        ledger's own deadline (from `expires_in_minutes`), kept unless the provider sets one."""
+        if not price.is_positive():
+            raise AmountMustBePositive(f"price must be positive, got {price}")
+        return cls(
+            provider=provider,
+            provider_ref="",
+            order_id=order_id,
+            expected_amount=price.amount,
+            expected_currency=price.currency,
+            price_amount=price.amount,
+            price_currency=price.currency,
+            expires_at=utc(expires_at) if expires_at else None,
+            customer_id=customer_id,
+            metadata=metadata,
+            submitting=True,
+        )
+
+    # ------------------------------------------------------------------ submission
+
+    def accept_submission(
+        self,
+        *,
+        provider_ref: str,
+        expected: Money,
+        expires_at: datetime | None,
+        provider_status: str,
+        pay_address: str | None = None,
+        payment_url: str | None = None,
+    ) -> None:
+        """The provider created the payment (its answer, or found later by our order id)."""
+        self._check_submitting()
+        if not expected.is_positive():
+            raise AmountMustBePositive(f"expected amount must be positive, got {expected}")
+        self._submitted(
+            provider_ref=provider_ref,
+            expected_amount=expected.amount,
+            expected_currency=expected.currency,
+            expires_at=utc(expires_at) if expires_at else None,
+            provider_status=provider_status,
+            pay_address=pay_address,
+            payment_url=payment_url,
+        )
+
+    def refuse_submission(self, reason: str) -> None:
+        """The provider refused the create, or it never went out: the payment ends failed and
+        holds nothing at the provider, so its order id may be asked for again."""
+        self._check_submitting()
+        self._submission_refused(reason=reason)
+
+    def note_outcome_unknown(self, reason: str) -> None:
+        """The create's answer was lost (timeout, dropped connection, crash): whether the
+        provider holds the payment is not known until someone asks it."""
+        self._check_submitting()
+        if self.submission_unknown is None:
+            self._submission_outcome_unknown(reason=reason)
+
+    def _check_submitting(self) -> None:
+        if self.submission is not Submission.SUBMITTING:
+            raise SubmissionAlreadyResolved(f"payment submission is already {self.submission}")
+
+    @property
+    def holds_order_id(self) -> bool:
+        """Whether this payment keeps its order id from a new request: all but refused ones."""
+        return self.submission is not Submission.REFUSED
 
     # ------------------------------------------------------------------ commands
 
@@ -306,6 +399,9 @@ class Payment(ProviderRecordedAggregate):
             self._failed(reason=f"provider said {report.status_word}")
 
     def expire_if_due(self, now: datetime) -> None:
+        # A payment the provider has not (yet) taken has nothing to expire at the provider.
+        if self.submission is not Submission.ACCEPTED:
+            return
         if self.expires_at is not None and now >= self.expires_at and self.expired_at is None:
             self.expire(self.expires_at, by="clock")
 
@@ -330,6 +426,36 @@ class Payment(ProviderRecordedAggregate):
         self._settled()
 
     # ------------------------------------------------------------------ events
+
+    @event("Submitted")
+    def _submitted(
+        self,
+        provider_ref: str,
+        expected_amount: Decimal,
+        expected_currency: str,
+        expires_at: datetime | None,
+        provider_status: str,
+        pay_address: str | None,
+        payment_url: str | None,
+    ) -> None:
+        self.submission = Submission.ACCEPTED
+        self.submission_unknown = None
+        self.provider_ref = provider_ref
+        self.expected = Money.of(expected_amount, expected_currency)
+        self.expires_at = expires_at or self.expires_at
+        self.provider_status = provider_status
+        self.pay_address = pay_address
+        if payment_url is not None:
+            self.metadata = {**self.metadata, "payment_url": payment_url}
+
+    @event("SubmissionRefused")
+    def _submission_refused(self, reason: str) -> None:
+        self.submission = Submission.REFUSED
+        self.failed_reason = reason
+
+    @event("SubmissionOutcomeUnknown")
+    def _submission_outcome_unknown(self, reason: str) -> None:
+        self.submission_unknown = reason
 
     @event("DepositDetected")
     def _deposit_detected(
@@ -511,6 +637,8 @@ class Payment(ProviderRecordedAggregate):
     @property
     def status(self) -> PaymentStatus:
         """Money first: funds confirmed in time complete a payment whatever else was said."""
+        if self.submission is Submission.SUBMITTING:
+            return PaymentStatus.SUBMITTING
         if self._sum(confirmed=True, on_time_only=True) >= self.expected:
             return PaymentStatus.COMPLETED
         if self.failed_reason is not None:

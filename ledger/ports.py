@@ -55,13 +55,16 @@ class RecordedEvent:
 class Claim:
     """A unique key reserved atomically with an append (dedupe keys, idempotency keys, refs).
 
-    Appending with a claim whose (namespace, key) is taken raises ClaimTaken and writes nothing.
+    Appending with a claim whose (namespace, key) is taken raises ClaimTaken and writes nothing,
+    unless `replaces` names the stream holding it: then the claim moves to `stream_id` (a new
+    request for an order id whose earlier payment the provider never took).
     """
 
     namespace: str
     key: str
     stream_id: str
     value: str = ""
+    replaces: str | None = None
 
 
 class ClaimTaken(Exception):

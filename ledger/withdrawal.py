@@ -24,6 +24,8 @@ from ledger.recording import ProviderRecordedAggregate, utc
 
 class WithdrawalStatus(StrEnum):
     REQUESTED = "requested"
+    # The create went out and its answer was lost: funds stay reserved until the provider says.
+    SUBMITTING = "submitting"
     SUBMITTED = "submitted"
     PROCESSING = "processing"
     MANUAL_REVIEW = "manual_review"
@@ -39,9 +41,20 @@ FINAL_STATUSES = frozenset(
 _ALLOWED: dict[WithdrawalStatus, frozenset[WithdrawalStatus]] = {
     WithdrawalStatus.REQUESTED: frozenset(
         {
+            WithdrawalStatus.SUBMITTING,
             WithdrawalStatus.SUBMITTED,
             # A provider may answer the request by rejecting it, or report progress before the
             # create response has been recorded (webhooks can overtake responses).
+            WithdrawalStatus.PROCESSING,
+            WithdrawalStatus.MANUAL_REVIEW,
+            WithdrawalStatus.COMPLETED,
+            WithdrawalStatus.FAILED,
+            WithdrawalStatus.CANCELLED,
+        }
+    ),
+    WithdrawalStatus.SUBMITTING: frozenset(
+        {
+            WithdrawalStatus.SUBMITTED,
             WithdrawalStatus.PROCESSING,
             WithdrawalStatus.MANUAL_REVIEW,
             WithdrawalStatus.COMPLETED,
@@ -175,6 +188,23 @@ class Withdrawal(ProviderRecordedAggregate):
                 fee_platform=fee_platform,
                 fee_network=fee_network,
             )
+
+    def note_outcome_unknown(self, reason: str) -> None:
+        """The create's answer was lost (timeout, dropped connection, crash): the funds stay
+        reserved, since the provider may be paying out, until someone asks it."""
+        if self._check_transition(WithdrawalStatus.SUBMITTING):
+            self._moved(status=WithdrawalStatus.SUBMITTING.value)
+
+    @property
+    def awaits_provider_answer(self) -> bool:
+        """Recorded, but whether the provider took the create is not known yet."""
+        return self.status in {WithdrawalStatus.REQUESTED, WithdrawalStatus.SUBMITTING}
+
+    @property
+    def holds_request_id(self) -> bool:
+        """Whether this withdrawal keeps its request id from a new request: all but those that
+        ended before the provider ever took them (refused, or never sent)."""
+        return not (self.is_final and self.provider_ref is None)
 
     def apply_update(self, update: WithdrawalUpdate, *, verified: bool) -> None:
         self._provider_status_reported(

@@ -15,7 +15,7 @@ from decimal import Decimal
 from enum import StrEnum
 
 from ledger.commands import ProviderPaymentOutcome
-from ledger.payment import Payment, PaymentStatus
+from ledger.payment import Payment, PaymentStatus, Submission
 from ledger.withdrawal import Withdrawal, WithdrawalStatus
 
 
@@ -33,6 +33,8 @@ class Reason(StrEnum):
     WITHDRAWAL_STUCK = "withdrawal_stuck"
     MANUAL_REVIEW = "manual_review"
     PROVIDER_BALANCE_MISMATCH = "provider_balance_mismatch"
+    # A create whose answer was lost, at a provider the ledger cannot ask by our id.
+    PROVIDER_OUTCOME_UNKNOWN = "provider_outcome_unknown"
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +64,12 @@ _AMOUNT_REFUSALS = {"deposit_amount_must_not_change", "currencies_must_match"}
 
 
 def payment_findings(payment: Payment) -> dict[Reason, Finding]:
+    if payment.submission is Submission.SUBMITTING:
+        if payment.submission_unknown is None:
+            return {}
+        # `expected` is still the price: the provider never said what must arrive.
+        unknown = _payment_finding(payment, Reason.PROVIDER_OUTCOME_UNKNOWN, payment.price.amount)
+        return {unknown.reason: unknown}
     found = _money_findings(payment) + _provider_findings(payment)
     if payment.settled:
         found = [f for f in found if f.reason not in _SETTLEMENT_CLEARS]
@@ -150,6 +158,8 @@ def withdrawal_findings(withdrawal: Withdrawal) -> dict[Reason, Finding]:
         return Finding(reason, withdrawal.requested.currency, requested, sent, None, difference)
 
     found: list[Finding] = []
+    if withdrawal.status is WithdrawalStatus.SUBMITTING:
+        found.append(finding(Reason.PROVIDER_OUTCOME_UNKNOWN, requested))
     if withdrawal.stuck_since is not None and not withdrawal.is_final:
         found.append(finding(Reason.WITHDRAWAL_STUCK, requested))
     if withdrawal.status is WithdrawalStatus.MANUAL_REVIEW:

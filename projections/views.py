@@ -9,7 +9,7 @@ from datetime import datetime
 from typing import Any
 
 from ledger.money import Money
-from ledger.payment import Payment
+from ledger.payment import Payment, Submission
 from ledger.ports import RecordedEvent
 from ledger.withdrawal import Withdrawal
 
@@ -23,16 +23,18 @@ def _amount(money: Money) -> str:
 
 
 def payment_view(payment: Payment) -> dict[str, Any]:
+    accepted = payment.submission is Submission.ACCEPTED
     return {
         "payment_id": str(payment.id),
         "provider": payment.provider,
-        "provider_ref": payment.provider_ref,
+        "provider_ref": payment.provider_ref or None,
         "order_id": payment.order_id,
         "status": payment.status.value,
         "coverage": payment.coverage.value,
         "late": payment.late,
         "price": payment.price.to_json(),
-        "expected": payment.expected.to_json(),
+        # What must arrive is the provider's word: unknown until it has taken the payment.
+        "expected": payment.expected.to_json() if accepted else None,
         "received": _amount(payment.received),
         "pending": _amount(payment.pending),
         "outstanding": _amount(payment.outstanding),

@@ -27,7 +27,19 @@ from adapters.providers.contract import (
     ProviderCallFailed,
 )
 from adapters.services.ingestion import WebhookIngestion
-from adapters.services.payments import OrderAlreadyExists, PaymentService, UnknownProvider
+from adapters.http.keys import (
+    ADAPTERS,
+    INGESTION,
+    PAYMENTS,
+    RECOVERY,
+    REQUEST_ID,
+    STORE,
+    WITHDRAWALS,
+)
+from adapters.http.subjects import add_subject_routes
+from adapters.services.payments import PaymentService
+from adapters.services.recovery import SubmissionRecovery
+from adapters.services.withdrawals import WithdrawalService
 from adapters.storage.postgres_store import PostgresEventStore
 from adapters.storage.read_models import all_projections
 from adapters.storage.read_models.funds import JournalFundsGuard
@@ -42,43 +54,8 @@ from projections.views import event_view, payment_view, withdrawal_view
 
 log = logging.getLogger(__name__)
 
-STORE = web.AppKey("store", PostgresEventStore)
-INGESTION = web.AppKey("ingestion", WebhookIngestion)
-PAYMENTS = web.AppKey("payments", PaymentService)
-ADAPTERS = web.AppKey("adapters", dict)
-REQUEST_ID = web.RequestKey("request_id", str)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-class _Request(BaseModel):
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
-
-    @field_validator("amount", mode="before", check_fields=False)
-    @classmethod
-    def _exact_amount(cls, value: Any) -> Decimal:
-        return to_decimal(value)
-
-
-class PaymentRequest(_Request):
-    provider: str
-    order_id: str = Field(min_length=1, max_length=128)
-    amount: Decimal
-    currency: str
-    pay_currency: str | None = None
-    expires_in_minutes: int | None = Field(default=None, gt=0, le=7 * 24 * 60)
-    customer_id: str | None = None
-    metadata: dict[str, Any] | None = None
-
-
-class WithdrawalRequest(_Request):
-    provider: str
-    request_id: str = Field(min_length=1, max_length=128)
-    amount: Decimal
-    currency: str
-    address: str = Field(min_length=1)
-    pay_currency: str | None = None
-    customer_id: str | None = None
 
 
 # ---------------------------------------------------------------- middleware
@@ -110,7 +87,7 @@ async def problems(request: web.Request, handler: Handler) -> web.StreamResponse
         return problem(409, "Conflict", str(conflict), code=conflict.code)
 
 
-async def _json_body(request: web.Request, model: type[_Request]) -> tuple[Any, bytes]:
+async def _json_body(request: web.Request, model: type[BaseModel]) -> tuple[Any, bytes]:
     raw = await request.read()
     try:
         parsed = loads_exact(raw)
@@ -155,155 +132,57 @@ async def receive_webhook(request: web.Request) -> web.Response:
     return problem(result.status, title, result.detail)
 
 
-# ---------------------------------------------------------------- payments and withdrawals
-
-
-async def _idempotent(
-    request: web.Request, caller: str, raw: bytes
-) -> tuple[Claim | None, str | None]:
-    """Returns (claim to take, existing resource id). Same key with another body is a 409."""
-    key = request.headers.get("Idempotency-Key")
-    if not key:
-        return None, None
-    fingerprint = hashlib.sha256(raw).hexdigest()
-    claim_key = f"{caller}:{request.path}:{key}"
-    existing = await request.app[STORE].find_claim("idempotency", claim_key)
-    if existing is None:
-        return Claim("idempotency", claim_key, "", fingerprint), None
-    if existing.value != fingerprint:
-        raise web.HTTPConflict(reason="Conflict", text="Idempotency-Key reused with another body")
-    return None, existing.stream_id
-
-
-async def _take_idempotency_claim(request: web.Request, claim: Claim | None, stream: str) -> None:
-    if claim is None:
-        return
-    # A concurrent retry with the same key may take it first; both answer the same order.
-    with contextlib.suppress(ClaimTaken):
-        await request.app[STORE].append(
-            [],
-            expected_versions={},
-            claims=[Claim(claim.namespace, claim.key, stream, claim.value)],
-        )
-
-
-async def _create_subject(
-    request: web.Request,
-    scope: str,
-    model: type[_Request],
-    kind: str,
-    create: Callable[[Any], Awaitable[Any]],
-    load: Callable[[str], Awaitable[Any]],
-    view: Callable[[Any], dict[str, Any]],
-) -> web.Response:
-    """POST of a payment or withdrawal: idempotency, creation at the provider, error mapping."""
-    caller = authorize(request, scope)
-    body, raw = await _json_body(request, model)
-    claim, existing_id = await _idempotent(request, caller, raw)
-    if existing_id:
-        return web.json_response(view(await load(existing_id)), status=201)
-    try:
-        subject = await create(body)
-    except UnknownProvider:
-        return problem(422, "Unprocessable Entity", f"provider {body.provider!r} is not configured")
-    except OrderAlreadyExists as exists:
-        return problem(
-            409, "Conflict", f"{kind} already exists", **{f"{kind}_id": exists.existing_stream}
-        )
-    except (ProviderCallFailed, OperationNotSupported) as failure:
-        return _provider_problem(failure)
-    except LedgerError as broken:
-        return problem(422, "Unprocessable Entity", str(broken), code=broken.code)
-    await _take_idempotency_claim(request, claim, str(subject.id))
-    return web.json_response(view(subject), status=201)
-
-
-def _provider_problem(failure: ProviderCallFailed | OperationNotSupported) -> web.Response:
-    """A provider that gave no usable answer is a 502; one that cannot take the request, 422."""
-    if isinstance(failure, OperationNotSupported):
-        return problem(422, "Unprocessable Entity", str(failure), code="operation_not_supported")
-    return problem(502, "Bad Gateway", str(failure))
-
-
-async def create_payment(request: web.Request) -> web.Response:
-    service = request.app[PAYMENTS]
-    return await _create_subject(
-        request,
-        "payments:write",
-        PaymentRequest,
-        "payment",
-        lambda body: service.create_payment(**body.model_dump()),
-        service.load_payment,
-        payment_view,
-    )
-
-
-async def get_payment(request: web.Request) -> web.Response:
-    authorize(request, "payments:read")
-    payment = await request.app[PAYMENTS].load_payment(_id(request, "payment_id"))
-    if payment is None:
-        return problem(404, "Not Found", "no such payment")
-    return web.json_response(payment_view(payment))
-
-
-async def subject_events(request: web.Request) -> web.Response:
-    kind = "payment" if "payment_id" in request.match_info else "withdrawal"
-    authorize(request, f"{kind}s:read")
-    subject_id = _id(request, f"{kind}_id")
-    aggregate_type = Payment if kind == "payment" else Withdrawal
-    if await AggregateRepository(request.app[STORE]).load(aggregate_type, subject_id) is None:
-        return problem(404, "Not Found", f"no such {kind}")
-    events = await request.app[STORE].read_stream(subject_id)
-    return web.json_response({"items": [event_view(e) for e in events]})
-
-
-async def create_withdrawal(request: web.Request) -> web.Response:
-    service = request.app[PAYMENTS]
-    repository = AggregateRepository(request.app[STORE])
-    return await _create_subject(
-        request,
-        "withdrawals:write",
-        WithdrawalRequest,
-        "withdrawal",
-        lambda body: service.create_withdrawal(**body.model_dump()),
-        lambda withdrawal_id: repository.load(Withdrawal, withdrawal_id),
-        withdrawal_view,
-    )
-
-
-async def get_withdrawal(request: web.Request) -> web.Response:
-    authorize(request, "withdrawals:read")
-    repository = AggregateRepository(request.app[STORE])
-    withdrawal = await repository.load(Withdrawal, _id(request, "withdrawal_id"))
-    if withdrawal is None:
-        return problem(404, "Not Found", "no such withdrawal")
-    return web.json_response(withdrawal_view(withdrawal))
-
-
-def _id(request: web.Request, name: str) -> str:
-    try:
-        return str(uuid.UUID(request.match_info[name]))
-    except ValueError:
-        raise web.HTTPNotFound(reason="Not Found", text=f"no such {name}") from None
-
-
 async def healthz(_: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
 
 async def readyz(request: web.Request) -> web.Response:
-    """Ready when the database answers and no projection has stopped on an event."""
+    """Ready when the database answers, no projection has stopped on an event, and none lags
+    beyond the configured bounds (`readiness_lag_events_max` events, or its oldest event not
+    yet projected older than `readiness_lag_seconds_max`): reads would be stale otherwise."""
+    settings = request.app[SETTINGS]
     try:
         head = await request.app[STORE].head()
-        projections = await request.app[RUNNER].status()
+        statuses = await request.app[RUNNER].status()
     except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
         return problem(503, "Service Unavailable", "database not reachable")
-    lag = {p.name: p.lag for p in projections}
-    failed = {p.name: p.failure for p in projections if p.failure}
-    if failed:
-        return problem(503, "Service Unavailable", "a projection stopped", failed=failed, lag=lag)
+    projections = [
+        {
+            "name": s.name,
+            "partition": s.partition,
+            "position": s.position,
+            "head": s.head,
+            "lag_events": s.lag,
+            "lag_seconds": round(s.lag_seconds, 3),
+            "failed_position": s.failed_position,
+            "failure": s.failure,
+        }
+        for s in statuses
+    ]
+    lag = {s.name: s.lag for s in statuses}
+    stopped = sorted({s.name for s in statuses if s.failed_position is not None})
+    events, seconds = settings.readiness_lag_events_max, settings.readiness_lag_seconds_max
+    lagging = sorted({s.name for s in statuses if s.lags_beyond(events, seconds)})
+    if stopped or lagging:
+        said = [f"projection {name} stopped on an event it cannot apply" for name in stopped]
+        bound = f"{events} events or {seconds:g} s"
+        said += [f"projection {name} lags beyond {bound}" for name in lagging]
+        return problem(
+            503,
+            "Service Unavailable",
+            "; ".join(said),
+            stopped=stopped,
+            lagging=lagging,
+            projections=projections,
+            projection_lag=lag,
+        )
     return web.json_response(
-        {"status": "ready", "log_position": head.position, "projection_lag": lag}
+        {
+            "status": "ready",
+            "log_position": head.position,
+            "projection_lag": lag,
+            "projections": projections,
+        }
     )
 
 
@@ -326,10 +205,13 @@ def init_app(
     app[INGESTION] = ingestion
     runner = ProjectionRunner(store.pool, all_projections())
     app[RUNNER] = runner
-    payments = PaymentService(
-        store, adapters, settings, ingestion, clock=now, funds=JournalFundsGuard(store.pool, runner)
-    )
+    payments = PaymentService(store, adapters, settings, ingestion, clock=now)
     app[PAYMENTS] = payments
+    withdrawals = WithdrawalService(
+        store, adapters, settings, ingestion, funds=JournalFundsGuard(store.pool, runner)
+    )
+    app[WITHDRAWALS] = withdrawals
+    app[RECOVERY] = SubmissionRecovery(adapters, payments, withdrawals)
     add_query_routes(app)
     add_finance_routes(app, payments)
     add_background(app, settings, store, payments, dict(adapters), now)
@@ -341,12 +223,7 @@ def init_app(
     app.on_cleanup.append(close_clients)
     app.router.add_post("/v1/webhooks/{provider}", receive_webhook)
     app.router.add_post("/v1/webhooks/{provider}/{token}", receive_webhook)
-    app.router.add_post("/v1/payments", create_payment)
-    app.router.add_get("/v1/payments/{payment_id}", get_payment)
-    app.router.add_get("/v1/payments/{payment_id}/events", subject_events)
-    app.router.add_post("/v1/withdrawals", create_withdrawal)
-    app.router.add_get("/v1/withdrawals/{withdrawal_id}", get_withdrawal)
-    app.router.add_get("/v1/withdrawals/{withdrawal_id}/events", subject_events)
+    add_subject_routes(app)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     return app

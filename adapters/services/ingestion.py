@@ -39,7 +39,7 @@ from ledger.commands import (
     WithdrawalUpdate,
 )
 from ledger.errors import LedgerError
-from ledger.payment import Payment
+from ledger.payment import Payment, Submission
 from ledger.ports import Claim, ClaimTaken
 from ledger.recording import ProviderRecordedAggregate
 from ledger.withdrawal import Withdrawal
@@ -278,7 +278,12 @@ class WebhookIngestion:
                 continue
             claim = await self.store.find_claim(namespace, key)
             if claim is not None:
-                return await self.repository.load(aggregate_type, claim.stream_id)
+                subject = await self.repository.load(aggregate_type, claim.stream_id)
+                # A payment the provider has not answered for yet has no expected amount to
+                # count against: its deliveries wait as unmatched and apply once it is taken.
+                if isinstance(subject, Payment) and subject.submission is not Submission.ACCEPTED:
+                    return None
+                return subject
         return None
 
     async def _apply_to_subject(

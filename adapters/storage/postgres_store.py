@@ -144,13 +144,17 @@ class PostgresEventStore:
 
     async def _take_claims(self, connection: AnyConnection, claims: Sequence[Claim]) -> None:
         for claim in claims:
+            # A taken claim moves only from the stream it `replaces`; the row lock the upsert
+            # takes makes two requests replacing the same holder take turns, and one loses.
             holder = await connection.fetchval(
                 "INSERT INTO claims (namespace, key, stream_id, value) VALUES ($1, $2, $3, $4)"
-                " ON CONFLICT (namespace, key) DO NOTHING RETURNING stream_id",
+                " ON CONFLICT (namespace, key) DO UPDATE SET stream_id = excluded.stream_id,"
+                " value = excluded.value WHERE claims.stream_id = $5 RETURNING stream_id",
                 claim.namespace,
                 claim.key,
                 claim.stream_id,
                 claim.value,
+                claim.replaces,
             )
             if holder is None:
                 existing = await connection.fetchval(

@@ -1,7 +1,7 @@
 """Outbound calls at the ledger level: POST /v1/payments against each sandbox, with the sandbox's
 `/_sandbox/expire_tokens` and `/_sandbox/faults`, and every attempt read back as a
-ProviderExchangeRecorded event of the payment (or, when no payment could be created, of the
-provider's failed-calls record).
+ProviderExchangeRecorded event of the payment (recorded before its provider call, so a refused
+create keeps its attempts too).
 
 The clients' own tests (tests/integration/providers/test_*_client.py) already cover token reuse,
 renewal, 503 retries and 400 refusals against a recorder in memory; what they cannot show is that
@@ -151,14 +151,15 @@ async def test_400_is_not_retried_and_the_attempt_is_recorded(store, provider):
         status, problem = await bench.ledger.call("POST", "/v1/payments", json=request)
         calls = await sandbox_calls(bench, provider) - before
         assert (502, 502) == (status, problem["status"]), problem
-        # No payment was created, so the attempt is kept in the provider's failed-calls record.
-        (failed,) = await bench.ledger.store.read_stream(f"provider-calls-failed-{provider}")
-        record = decode_document(failed.payload)
-        assert (failed.type, record["reference"]) == ("ProviderCall.Failed", refused)
-        creations = [x for x in summary(record["exchanges"]) if x[0] == "create_payment"]
+        assert problem["type"].endswith("/provider-refused"), problem
+        # The payment was recorded before the call (intent first) and ended failed, with the
+        # refused attempt in its own stream.
+        assert "failed" == problem["payment_status"]
+        exchanges = summary(await recorded_exchanges(bench, problem["payment_id"]))
+        creations = [x for x in exchanges if x[0] == "create_payment"]
         assert [("create_payment", 1, 400)] == creations
-        assert len(record["exchanges"]) == calls
-        assert await bench.ledger.store.find_claim("payment_order", f"{provider}:{refused}") is None
-        # Nothing was half-created: the same request goes through once the provider takes it.
+        assert len(exchanges) == calls
+        # The provider holds nothing for it: the same order id goes through once it takes it.
         status, payment = await bench.ledger.call("POST", "/v1/payments", json=request)
         assert 201 == status, payment
+        assert problem["payment_id"] != payment["payment_id"]

@@ -1,0 +1,22 @@
+"""The app's typed keys: what the composition root (`init_app`) puts in the application."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from aiohttp import web
+
+from adapters.providers.contract import ProviderAdapter
+from adapters.services.ingestion import WebhookIngestion
+from adapters.services.payments import PaymentService
+from adapters.services.recovery import SubmissionRecovery
+from adapters.services.withdrawals import WithdrawalService
+from adapters.storage.postgres_store import PostgresEventStore
+
+STORE = web.AppKey("store", PostgresEventStore)
+INGESTION = web.AppKey("ingestion", WebhookIngestion)
+PAYMENTS = web.AppKey("payments", PaymentService)
+WITHDRAWALS = web.AppKey("withdrawals", WithdrawalService)
+RECOVERY = web.AppKey("recovery", SubmissionRecovery)
+ADAPTERS = web.AppKey("adapters", Mapping[str, ProviderAdapter])
+REQUEST_ID = web.RequestKey("request_id", str)

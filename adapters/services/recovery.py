@@ -1,0 +1,139 @@
+"""Resolves creates whose answer never came: subjects recorded before their provider call that
+are still waiting for the provider's word after a grace period (the request timed out, the
+connection dropped, or the service died between the call and its answer).
+
+Where the provider's document offers a lookup by our id (`find_payment`, `find_withdrawal`),
+the ledger asks: found, the subject is submitted as the create's answer would have said; not
+found, it is released (failed: the provider holds nothing). Where it offers none, the subject is
+marked as of unknown outcome (reconciliation: `provider_outcome_unknown`) and a person decides;
+a withdrawal's funds stay reserved meanwhile, since the provider may be paying it out.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from adapters.providers.contract import (
+    Operation,
+    OperationNotSupported,
+    ProviderAdapter,
+    ProviderCallFailed,
+)
+from adapters.services.intents import ExchangeLog
+from adapters.services.payments import PaymentService
+from adapters.services.withdrawals import WithdrawalService
+from adapters.storage.repository import AggregateRepository
+from ledger.payment import Payment, Submission
+from ledger.withdrawal import Withdrawal
+
+log = logging.getLogger(__name__)
+
+# Longer than any create call with its retries takes, so that a create still in flight is not
+# taken for a lost one.
+GRACE = timedelta(seconds=120)
+_BATCH = 200
+NO_LOOKUP = "the provider offers no lookup by our id: a person must ask it"
+
+
+@dataclass(frozen=True, slots=True)
+class RecoveryResult:
+    submitted: int = 0  # the provider holds it: now submitted
+    released: int = 0  # the provider holds nothing: failed, funds released
+    unknown: int = 0  # no lookup, or the lookup failed: left for a person or the next pass
+
+
+class SubmissionRecovery:
+    def __init__(
+        self,
+        adapters: Mapping[str, ProviderAdapter],
+        payments: PaymentService,
+        withdrawals: WithdrawalService,
+    ) -> None:
+        self.adapters = adapters
+        self.payments = payments
+        self.withdrawals = withdrawals
+        self.store = payments.store
+        self.repository = AggregateRepository(payments.store)
+
+    async def recover(self, *, older_than: timedelta = GRACE) -> RecoveryResult:
+        """One pass over the subjects still waiting for their provider (by the read models,
+        each then re-read from its own stream)."""
+        since = datetime.now(UTC) - older_than
+        payments = await self.store.pool.fetch(
+            "SELECT payment_id FROM payments_view WHERE status = 'submitting'"
+            " AND created_at <= $1 ORDER BY created_at LIMIT $2",
+            since,
+            _BATCH,
+        )
+        withdrawals = await self.store.pool.fetch(
+            "SELECT withdrawal_id FROM withdrawals_view"
+            " WHERE status IN ('requested', 'submitting') AND provider_ref IS NULL"
+            " AND created_at <= $1 ORDER BY created_at LIMIT $2",
+            since,
+            _BATCH,
+        )
+        outcomes = [await self._payment(str(row["payment_id"])) for row in payments]
+        outcomes += [await self._withdrawal(str(row["withdrawal_id"])) for row in withdrawals]
+        return RecoveryResult(
+            submitted=outcomes.count("submitted"),
+            released=outcomes.count("released"),
+            unknown=outcomes.count("unknown"),
+        )
+
+    async def _payment(self, stream: str) -> str:
+        payment = await self.repository.load(Payment, stream)
+        if payment is None or payment.submission is not Submission.SUBMITTING:
+            return "resolved"
+        adapter = self.adapters.get(payment.provider)
+        if adapter is None or not adapter.supports(Operation.FIND_PAYMENT):
+            await self.payments.note_unknown(stream, NO_LOOKUP)
+            return "unknown"
+        calls = ExchangeLog()
+        try:
+            found = await adapter.client.find_payment(payment.order_id, calls)
+        except OperationNotSupported:
+            await self.payments.note_unknown(stream, NO_LOOKUP, calls)
+            return "unknown"
+        except ProviderCallFailed as failed:
+            log.warning(
+                "recovery: %s lookup of payment %s failed: %s", adapter.name, stream, failed
+            )
+            await self.payments.note_unknown(stream, f"lookup failed: {failed}", calls)
+            return "unknown"
+        if found is None:
+            await self.payments.refuse(
+                stream, "the provider holds no payment for this order", calls
+            )
+            return "released"
+        await self.payments.accept(stream, found, calls)
+        return "submitted"
+
+    async def _withdrawal(self, stream: str) -> str:
+        withdrawal = await self.repository.load(Withdrawal, stream)
+        if withdrawal is None or not withdrawal.awaits_provider_answer:
+            return "resolved"
+        adapter = self.adapters.get(withdrawal.provider)
+        if adapter is None or not adapter.supports(Operation.FIND_WITHDRAWAL):
+            await self.withdrawals.note_unknown(stream, NO_LOOKUP)
+            return "unknown"
+        calls = ExchangeLog()
+        try:
+            found = await adapter.client.find_withdrawal(withdrawal.request_id, calls)
+        except OperationNotSupported:
+            await self.withdrawals.note_unknown(stream, NO_LOOKUP, calls)
+            return "unknown"
+        except ProviderCallFailed as failed:
+            log.warning(
+                "recovery: %s lookup of withdrawal %s failed: %s", adapter.name, stream, failed
+            )
+            await self.withdrawals.note_unknown(stream, f"lookup failed: {failed}", calls)
+            return "unknown"
+        if found is None:
+            reason = "the provider holds no withdrawal for this request"
+            await self.withdrawals.release_unknown(stream, reason, calls)
+            return "released"
+        await self.withdrawals.accept(stream, found, calls)
+        return "submitted"

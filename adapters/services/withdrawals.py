@@ -1,0 +1,227 @@
+"""Withdrawals: funds reserved and the request recorded before the provider is asked; a refusal
+releases the funds in the same transaction that records it (see `intents`)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from decimal import Decimal
+from typing import Protocol
+
+from adapters.config import Settings
+from adapters.providers.contract import (
+    CreatedWithdrawal,
+    CreateWithdrawalRequest,
+    Operation,
+    OperationNotSupported,
+    ProviderAdapter,
+)
+from adapters.services.conflicts import retry_on_conflict
+from adapters.services.ingestion import WebhookIngestion, token_hash
+from adapters.services.intents import (
+    CallOutcome,
+    ExchangeLog,
+    IdempotencyClaim,
+    SubjectAlreadyExists,
+    SubmissionFailed,
+    adapter_for,
+    call_outcome,
+    callback_for,
+    claim_conflict,
+)
+from adapters.storage.postgres_store import PostgresEventStore
+from adapters.storage.repository import AggregateRepository
+from ledger.money import Money
+from ledger.ports import Claim, ClaimTaken
+from ledger.withdrawal import Withdrawal
+
+REQUEST_CLAIM = "withdrawal_request"
+REF_CLAIM = "withdrawal_ref"
+RESOLVE_ATTEMPTS = 10
+
+
+class FundsGuard(Protocol):
+    def reserving(
+        self, provider: str, currency: str, amount: Decimal
+    ) -> AbstractAsyncContextManager[None]:
+        """Refuses (InsufficientFunds) unless `amount` is available; the block records the
+        reservation while no other reservation of the same funds can be checked."""
+        ...
+
+
+class NoFundsCheck:
+    """For tools that write history directly (tests of the domain, imports): no check."""
+
+    @asynccontextmanager
+    async def reserving(
+        self,
+        provider: str,  # noqa: ARG002 - the guard's signature; nothing is checked
+        currency: str,  # noqa: ARG002
+        amount: Decimal,  # noqa: ARG002
+    ) -> AsyncIterator[None]:
+        yield
+
+
+class WithdrawalService:
+    def __init__(
+        self,
+        store: PostgresEventStore,
+        adapters: Mapping[str, ProviderAdapter],
+        settings: Settings,
+        ingestion: WebhookIngestion,
+        funds: FundsGuard | None = None,
+    ) -> None:
+        self.store = store
+        self.repository = AggregateRepository(store)
+        self.adapters = adapters
+        self.settings = settings
+        self.ingestion = ingestion
+        self.funds = funds or NoFundsCheck()
+
+    async def create_withdrawal(
+        self,
+        *,
+        provider: str,
+        request_id: str,
+        amount: Decimal,
+        currency: str,
+        address: str,
+        pay_currency: str | None = None,
+        customer_id: str | None = None,
+        idempotency: IdempotencyClaim | None = None,
+    ) -> Withdrawal:
+        """Reserves and records, then asks the provider. Raises InsufficientFunds,
+        SubjectAlreadyExists, IdempotencyKeyTaken, or SubmissionFailed naming the withdrawal."""
+        adapter = adapter_for(self.adapters, provider)
+        if not adapter.supports(Operation.CREATE_WITHDRAWAL):
+            # Refused up front: nothing recorded, nothing reserved.
+            raise OperationNotSupported(f"{provider} offers no withdrawals")
+        withdrawal = Withdrawal.request(
+            provider=provider,
+            request_id=request_id,
+            amount=Money.of(amount, currency),
+            address=address,
+            pay_currency=pay_currency,
+            customer_id=customer_id,
+        )
+        stream = str(withdrawal.id)
+        callback_url, token = callback_for(adapter, self.settings)
+        claims = [await self._request_claim(provider, request_id, stream)]
+        if token:
+            claims.append(Claim("callback_token", token_hash(token), stream))
+        if idempotency is not None:
+            claims.append(idempotency.claim(stream))
+        async with self.funds.reserving(provider, currency, withdrawal.requested.amount):
+            try:
+                await self.repository.save(withdrawal, claims=claims)
+            except ClaimTaken as taken:
+                raise claim_conflict(taken) from None
+        request = CreateWithdrawalRequest(
+            request_id=request_id,
+            amount=withdrawal.requested.amount,
+            currency=currency,
+            address=address,
+            callback_url=callback_url,
+            pay_currency=pay_currency,
+        )
+        calls = ExchangeLog()
+        try:
+            created = await adapter.client.create_withdrawal(request, calls)
+        except Exception as error:
+            outcome = call_outcome(error, calls.exchanges, "create_withdrawal")
+            await self._submission_failed(stream, calls, outcome, error)
+            raise SubmissionFailed(stream, outcome, error) from error
+        return await self.accept(stream, created, calls)
+
+    async def _request_claim(self, provider: str, request_id: str, stream: str) -> Claim:
+        """The request id's claim: new, or moved from a withdrawal that ended before the
+        provider took it (refused, or never sent), so that the corrected request may use it."""
+        key = f"{provider}:{request_id}"
+        holder = await self.store.find_claim(REQUEST_CLAIM, key)
+        if holder is None:
+            return Claim(REQUEST_CLAIM, key, stream)
+        existing = await self.repository.load(Withdrawal, holder.stream_id)
+        if existing is not None and existing.holds_request_id:
+            raise SubjectAlreadyExists(holder.stream_id)
+        return Claim(REQUEST_CLAIM, key, stream, replaces=holder.stream_id)
+
+    async def accept(
+        self, stream: str, created: CreatedWithdrawal, calls: ExchangeLog | None = None
+    ) -> Withdrawal:
+        """Records the provider's withdrawal (its create answer, or what recovery found), then
+        applies deliveries that arrived before it was known."""
+
+        def submit(withdrawal: Withdrawal) -> None:
+            withdrawal.submit(
+                created.provider_ref,
+                created.provider_status,
+                created.fee_platform,
+                created.fee_network,
+            )
+
+        provider = adapter_for(self.adapters, (await self._load(stream)).provider).name
+        reference = Claim(REF_CLAIM, f"{provider}:{created.provider_ref}", stream)
+        withdrawal = await self._resolve(stream, calls, submit, reference)
+        await self.ingestion.match_unmatched(
+            withdrawal.provider, "withdrawal", [created.provider_ref, withdrawal.request_id]
+        )
+        return withdrawal
+
+    async def _submission_failed(
+        self, stream: str, calls: ExchangeLog, outcome: CallOutcome, error: Exception
+    ) -> Withdrawal:
+        def record_failure(withdrawal: Withdrawal) -> None:
+            if isinstance(error, OperationNotSupported):
+                withdrawal.cancel(f"not supported by {withdrawal.provider}: {error}")
+            elif outcome is CallOutcome.REFUSED:
+                # Failing releases the reservation: the same event, the same transaction.
+                withdrawal.fail(f"provider refused: {error}")
+            else:
+                withdrawal.note_outcome_unknown(f"no answer from the provider: {error}")
+
+        return await self._resolve(stream, calls, record_failure)
+
+    async def release_unknown(
+        self, stream: str, reason: str, calls: ExchangeLog | None = None
+    ) -> Withdrawal:
+        """The provider holds no withdrawal for this request (recovery asked): release it."""
+        return await self._resolve(stream, calls, lambda withdrawal: withdrawal.fail(reason))
+
+    async def note_unknown(
+        self, stream: str, reason: str, calls: ExchangeLog | None = None
+    ) -> Withdrawal:
+        return await self._resolve(
+            stream, calls, lambda withdrawal: withdrawal.note_outcome_unknown(reason)
+        )
+
+    async def _load(self, stream: str) -> Withdrawal:
+        withdrawal = await self.repository.load(Withdrawal, stream)
+        assert withdrawal is not None, f"withdrawal {stream} was recorded before its call"
+        return withdrawal
+
+    async def _resolve(
+        self,
+        stream: str,
+        calls: ExchangeLog | None,
+        decide: Callable[[Withdrawal], None],
+        reference: Claim | None = None,
+    ) -> Withdrawal:
+        """Records a submission's outcome with its exchanges, once: a withdrawal that a
+        webhook or the recovery loop moved on meanwhile keeps its state (a webhook may overtake
+        the create's answer), and still gets the provider's reference claimed."""
+
+        async def resolve_once() -> Withdrawal:
+            withdrawal = await self._load(stream)
+            for exchange in calls.documents() if calls else []:
+                withdrawal.record_exchange(exchange)
+            if withdrawal.awaits_provider_answer:
+                decide(withdrawal)
+            claims = []
+            if reference and not await self.store.find_claim(reference.namespace, reference.key):
+                claims.append(reference)
+            await self.repository.save(withdrawal, claims=claims)
+            return withdrawal
+
+        return await retry_on_conflict(
+            resolve_once, attempts=RESOLVE_ATTEMPTS, what=f"resolving withdrawal {stream}"
+        )
