@@ -84,6 +84,20 @@ class Settings(BaseSettings):
     balance_poll_seconds: float = 60.0
     withdrawal_stuck_after_minutes: float = 60.0
     projections_in_process: bool = True
+    # Creates whose answer was lost are looked up at the provider (where it offers a lookup).
+    recovery_seconds: float = 30.0
+    # Deliveries the ledger could not authenticate are checked with the provider's query.
+    provider_query_seconds: float = 5.0
+    # A background loop that raised starts again after a pause doubling from min to max.
+    background_restart_seconds_min: float = Field(default=0.1, gt=0)
+    background_restart_seconds_max: float = Field(default=5.0, gt=0)
+    # /readyz answers 503 while any projection is further behind the log than either bound:
+    # its oldest event not yet projected older than seconds_max, or more than events_max of them.
+    readiness_lag_seconds_max: float = Field(default=10.0, ge=0)
+    readiness_lag_events_max: int = Field(default=10_000, ge=0)
+    # How long a list or balance read may wait for its projections to reach the log position
+    # the request arrived at, before it answers 503 with Retry-After.
+    read_your_writes_wait_seconds_max: float = Field(default=2.0, ge=0)
 
     @model_validator(mode="after")
     def _known_providers(self) -> Settings:

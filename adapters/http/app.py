@@ -2,107 +2,50 @@
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import logging
-import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
-from decimal import Decimal
-from typing import Any
 
 import asyncpg
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from adapters.config import Settings
-from adapters.http.auth import SETTINGS, authorize
+from adapters.http.auth import SETTINGS
 from adapters.http.background import add_background
 from adapters.http.finance import add_finance_routes
-from adapters.http.problems import DATABASE_OUTAGES, problem, unavailable
-from adapters.http.queries import RUNNER, add_query_routes
-from adapters.providers.contract import (
-    OperationNotSupported,
-    ProviderAdapter,
-    ProviderCallFailed,
-)
-from adapters.services.ingestion import WebhookIngestion
 from adapters.http.keys import (
     ADAPTERS,
     INGESTION,
     PAYMENTS,
+    QUERIES,
     RECOVERY,
-    REQUEST_ID,
     STORE,
     WITHDRAWALS,
 )
+from adapters.http.middleware import problems, request_ids
+from adapters.http.problems import DATABASE_OUTAGES, problem, unavailable
+from adapters.http.queries import RUNNER, add_query_routes
 from adapters.http.subjects import add_subject_routes
+from adapters.providers.contract import (
+    ProviderAdapter,
+)
+from adapters.services.ingestion import WebhookIngestion
 from adapters.services.payments import PaymentService
+from adapters.services.provider_queries import ProviderQueries
 from adapters.services.recovery import SubmissionRecovery
 from adapters.services.withdrawals import WithdrawalService
 from adapters.storage.postgres_store import PostgresEventStore
 from adapters.storage.read_models import all_projections
 from adapters.storage.read_models.funds import JournalFundsGuard
 from adapters.storage.read_models.runner import ProjectionRunner
-from adapters.storage.repository import AggregateRepository
-from ledger.errors import ConcurrencyConflict, LedgerError
-from ledger.money import loads_exact, to_decimal
-from ledger.payment import Payment
-from ledger.ports import Claim, ClaimTaken
-from ledger.withdrawal import Withdrawal
-from projections.views import event_view, payment_view, withdrawal_view
+from ledger.errors import ConcurrencyConflict
 
 log = logging.getLogger(__name__)
 
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
 # ---------------------------------------------------------------- middleware
-
-
-@web.middleware
-async def request_ids(request: web.Request, handler: Handler) -> web.StreamResponse:
-    request_id = request.headers.get("X-Request-Id") or uuid.uuid4().hex
-    request[REQUEST_ID] = request_id
-    response = await handler(request)
-    response.headers["X-Request-Id"] = request_id
-    return response
-
-
-@web.middleware
-async def problems(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Every failure leaves as RFC 9457 problem+json; a database outage is a 503."""
-    try:
-        return await handler(request)
-    except web.HTTPException as http_error:
-        if http_error.status < 400:
-            raise
-        return problem(http_error.status, http_error.reason, http_error.text or "")
-    except DATABASE_OUTAGES as outage:
-        log.warning("database unavailable: %r", outage)
-        return unavailable("the database is unavailable; retry later")
-    except ConcurrencyConflict as conflict:
-        # Handlers retry conflicts themselves; one that reaches here outlasted the retries.
-        return problem(409, "Conflict", str(conflict), code=conflict.code)
-
-
-async def _json_body(request: web.Request, model: type[BaseModel]) -> tuple[Any, bytes]:
-    raw = await request.read()
-    try:
-        parsed = loads_exact(raw)
-    except ValueError as error:
-        raise web.HTTPBadRequest(reason="Bad Request", text=f"body is not JSON: {error}") from None
-    if not isinstance(parsed, dict):
-        raise web.HTTPBadRequest(reason="Bad Request", text="body must be a JSON object")
-    try:
-        return model.model_validate(parsed), raw
-    except ValidationError as error:
-        missing = any(
-            e["type"] == "missing" or e["type"] == "extra_forbidden" for e in error.errors()
-        )
-        status = web.HTTPBadRequest if missing else web.HTTPUnprocessableEntity
-        raise status(reason=status.__name__.removeprefix("HTTP"), text=str(error)) from None
+# `request_ids` and `problems` live in adapters/http/middleware.py; request bodies are read by
+# adapters/http/requests.py (read_payment_request, read_withdrawal_request).
 
 
 # ---------------------------------------------------------------- webhooks
@@ -141,10 +84,16 @@ async def readyz(request: web.Request) -> web.Response:
     beyond the configured bounds (`readiness_lag_events_max` events, or its oldest event not
     yet projected older than `readiness_lag_seconds_max`): reads would be stale otherwise."""
     settings = request.app[SETTINGS]
+    # InternalClientError: asyncpg's word for a connection the server terminated mid-query.
+    unreachable: tuple[type[Exception], ...] = (
+        *DATABASE_OUTAGES,
+        asyncpg.PostgresError,
+        asyncpg.InternalClientError,
+    )
     try:
         head = await request.app[STORE].head()
         statuses = await request.app[RUNNER].status()
-    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+    except unreachable:
         return problem(503, "Service Unavailable", "database not reachable")
     projections = [
         {
@@ -212,6 +161,9 @@ def init_app(
     )
     app[WITHDRAWALS] = withdrawals
     app[RECOVERY] = SubmissionRecovery(adapters, payments, withdrawals)
+    queries = ProviderQueries(store, adapters, clock=now)
+    ingestion.on_unverified = queries.wake
+    app[QUERIES] = queries
     add_query_routes(app)
     add_finance_routes(app, payments)
     add_background(app, settings, store, payments, dict(adapters), now)

@@ -1,19 +1,25 @@
-"""Work that lives as long as the service: the projection runner, the clock sweep and the balance
-poll. Each runs as a task started and stopped with the app (aiohttp cleanup context); a task that
-dies is logged and does not take the HTTP service with it."""
+"""Work that lives as long as the service: the projection runner, the clock sweep, the balance
+poll, the recovery of creates whose answer was lost and the queries about unverified deliveries.
+Each runs as a task started and stopped with the app (aiohttp cleanup context), under one
+supervisor: whatever a loop raises (a database restart, a connection the server terminated, a
+bug), it is logged and the loop starts again after a jittered, capped, growing pause, so that
+nothing a fault interrupts stays stopped until someone restarts the process. Cancellation (the
+app shutting down) still stops every loop at once."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable, Coroutine
+import random
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
 
 from aiohttp import web
 
 from adapters.config import Settings
+from adapters.http.keys import QUERIES, RECOVERY
 from adapters.http.queries import RUNNER
 from adapters.providers.contract import ProviderAdapter
 from adapters.services.balances import BalancePoller
@@ -25,6 +31,59 @@ log = logging.getLogger(__name__)
 
 SWEEPER = web.AppKey("clock_sweeper", ClockSweeper)
 POLLER = web.AppKey("balance_poller", BalancePoller)
+
+# A supervised loop: runs until cancelled, calling `healthy()` after each pass that went
+# through; raising means it stopped and wants a restart.
+Healthy = Callable[[], None]
+Loop = Callable[[Healthy], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class Backoff:
+    """Pauses before restart `attempt` (1, 2, ...): doubling from `first_seconds` up to
+    `max_seconds`, each drawn from the upper half of its ceiling. The jitter keeps several
+    loops (or several ledger processes) that one outage stopped together from hitting the
+    database together when it comes back; the lower bound keeps a loop that fails at once
+    from spinning."""
+
+    first_seconds: float = 0.1
+    max_seconds: float = 5.0
+
+    def seconds(self, attempt: int) -> float:
+        ceiling = min(self.max_seconds, self.first_seconds * 2 ** min(attempt - 1, 32))
+        return random.uniform(ceiling / 2, ceiling)  # noqa: S311 - jitter, no secret
+
+
+async def supervise(name: str, loop: Loop, backoff: Backoff) -> None:
+    """Runs `loop` until cancelled, restarting it after any exception. The attempt count (and
+    with it the pause) goes back to zero once a restarted loop reports a healthy pass."""
+    attempt = 0
+
+    def healthy() -> None:
+        nonlocal attempt
+        if attempt:
+            log.info("%s is running again after %d restarts", name, attempt)
+        attempt = 0
+
+    while True:
+        try:
+            await loop(healthy)
+        except Exception as error:  # any failure: logged below, then restarted
+            attempt += 1
+            pause = backoff.seconds(attempt)
+            log.warning(
+                "%s stopped (%r); restart attempt %d in %.2f s",
+                name,
+                error,
+                attempt,
+                pause,
+                exc_info=error,
+                extra={"background": name, "attempt": attempt, "pause_seconds": pause},
+            )
+            await asyncio.sleep(pause)
+        else:
+            log.warning("%s returned; it is not restarted", name)
+            return
 
 
 def add_background(
@@ -41,16 +100,34 @@ def add_background(
     poller = BalancePoller(store, adapters, clock)
     app[SWEEPER] = sweeper
     app[POLLER] = poller
+    backoff = Backoff(
+        settings.background_restart_seconds_min, settings.background_restart_seconds_max
+    )
 
     async def background(app: web.Application) -> AsyncIterator[None]:
-        work: list[Coroutine[Any, Any, None]] = []
+        loops: dict[str, Loop] = {}
         if settings.projections_in_process:
-            work.append(app[RUNNER].run_forever())
+            loops["projection runner"] = app[RUNNER].run_forever
         if settings.expiry_sweep_seconds > 0:
-            work.append(sweeper.run_forever(settings.expiry_sweep_seconds))
+            loops["clock sweeper"] = lambda healthy: sweeper.run_forever(
+                settings.expiry_sweep_seconds, healthy
+            )
         if settings.balance_poll_seconds > 0:
-            work.append(poller.run_forever(settings.balance_poll_seconds))
-        tasks = [asyncio.create_task(_logged(w)) for w in work]
+            loops["balance poller"] = lambda healthy: poller.run_forever(
+                settings.balance_poll_seconds, healthy
+            )
+        if settings.recovery_seconds > 0:
+            loops["submission recovery"] = lambda healthy: app[RECOVERY].run_forever(
+                settings.recovery_seconds, healthy
+            )
+        if settings.provider_query_seconds > 0:
+            loops["provider queries"] = lambda healthy: app[QUERIES].run_forever(
+                settings.provider_query_seconds, healthy
+            )
+        tasks = [
+            asyncio.create_task(supervise(name, loop, backoff), name=name)
+            for name, loop in loops.items()
+        ]
         yield
         for task in tasks:
             task.cancel()
@@ -59,12 +136,3 @@ def add_background(
                 await task
 
     app.cleanup_ctx.append(background)
-
-
-async def _logged(work: Coroutine[Any, Any, None]) -> None:
-    try:
-        await work
-    except asyncio.CancelledError:
-        raise
-    except Exception:
-        log.exception("background work stopped")

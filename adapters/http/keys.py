@@ -9,6 +9,7 @@ from aiohttp import web
 from adapters.providers.contract import ProviderAdapter
 from adapters.services.ingestion import WebhookIngestion
 from adapters.services.payments import PaymentService
+from adapters.services.provider_queries import ProviderQueries
 from adapters.services.recovery import SubmissionRecovery
 from adapters.services.withdrawals import WithdrawalService
 from adapters.storage.postgres_store import PostgresEventStore
@@ -18,5 +19,6 @@ INGESTION = web.AppKey("ingestion", WebhookIngestion)
 PAYMENTS = web.AppKey("payments", PaymentService)
 WITHDRAWALS = web.AppKey("withdrawals", WithdrawalService)
 RECOVERY = web.AppKey("recovery", SubmissionRecovery)
+QUERIES = web.AppKey("provider_queries", ProviderQueries)
 ADAPTERS = web.AppKey("adapters", Mapping[str, ProviderAdapter])
 REQUEST_ID = web.RequestKey("request_id", str)

@@ -4,71 +4,30 @@ streams) and page with opaque keyset cursors, so a page costs the same at row 10
 
 from __future__ import annotations
 
-import base64
-import json
-import uuid
-from collections.abc import Callable
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
 from aiohttp import web
 
-from adapters.http.auth import authorize
+from adapters.http.auth import SETTINGS, authorize
+from adapters.http.cursors import encode_cursor
+from adapters.http.freshness import JOURNAL, RECONCILIATION, SUBJECTS, FreshReads
+from adapters.http.query_params import (
+    BalancesQuery,
+    JournalQuery,
+    PaymentListQuery,
+    ReconciliationFilters,
+    ReconciliationItemsQuery,
+    WithdrawalListQuery,
+    read_query,
+)
 from adapters.storage.read_models.runner import ProjectionRunner
 from ledger.money import currency_scale, is_registered
-from projections.findings import Reason
 
 RUNNER = web.AppKey("projection_runner", ProjectionRunner)
-DEFAULT_LIMIT = 50
-MAX_LIMIT = 500
 
-
-class QueryError(web.HTTPBadRequest):
-    def __init__(self, detail: str) -> None:
-        super().__init__(reason="Bad Request", text=detail)
-
-
-def _limit(request: web.Request) -> int:
-    raw = request.query.get("limit", str(DEFAULT_LIMIT))
-    if not raw.isdigit() or not 1 <= int(raw) <= MAX_LIMIT:
-        raise QueryError(f"limit must be a whole number from 1 to {MAX_LIMIT}")
-    return int(raw)
-
-
-def _instant(request: web.Request, name: str) -> datetime | None:
-    raw = request.query.get(name)
-    if raw is None:
-        return None
-    try:
-        value = datetime.fromisoformat(raw)
-    except ValueError:
-        raise QueryError(f"{name} must be an ISO 8601 instant") from None
-    if value.tzinfo is None:
-        raise QueryError(f"{name} must carry a time zone (e.g. Z)")
-    return value
-
-
-def encode_cursor(*key: Any) -> str:
-    text = json.dumps([k.isoformat() if isinstance(k, datetime) else str(k) for k in key])
-    return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
-
-
-def decode_cursor(request: web.Request, *parsers: Callable[[str], Any]) -> list[Any] | None:
-    raw = request.query.get("cursor")
-    if not raw:
-        return None
-    refused = QueryError("cursor is not one this API handed out")
-    try:
-        parts = json.loads(base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)))
-    except ValueError:
-        raise refused from None
-    if not isinstance(parts, list) or len(parts) != len(parsers):
-        raise refused
-    try:
-        return [parse(str(part)) for parse, part in zip(parsers, parts, strict=True)]
-    except ValueError:
-        raise refused from None
+__all__ = ["RUNNER", "add_query_routes", "encode_cursor"]
 
 
 class Filters:
@@ -95,17 +54,20 @@ class Filters:
 
 
 async def _subject_page(
-    request: web.Request, table: str, id_column: str, equal: dict[str, str]
+    request: web.Request,
+    table: str,
+    id_column: str,
+    query: PaymentListQuery | WithdrawalListQuery,
+    equal: tuple[str, ...],
 ) -> web.Response:
-    limit = _limit(request)
+    limit = query.limit
     filters = Filters()
-    for parameter, column in equal.items():
-        filters.add(f"{column} = ?", request.query.get(parameter))
-    filters.add("created_at >= ?", _instant(request, "created_from"))
-    filters.add("created_at < ?", _instant(request, "created_to"))
-    cursor = decode_cursor(request, datetime.fromisoformat, uuid.UUID)
-    if cursor is not None:
-        filters.add(f"(created_at, {id_column}) < (?, ?)", *cursor)
+    for column in equal:  # each named as its query parameter
+        filters.add(f"{column} = ?", getattr(query, column))
+    filters.add("created_at >= ?", query.created_from)
+    filters.add("created_at < ?", query.created_to)
+    if query.cursor is not None:
+        filters.add(f"(created_at, {id_column}) < (?, ?)", *query.cursor)
     rows = await request.app[RUNNER].pool.fetch(
         f"SELECT view, created_at, {id_column} AS id FROM {table}{filters.where()}"  # noqa: S608 - fixed columns
         f" ORDER BY created_at DESC, {id_column} DESC LIMIT {limit + 1}",
@@ -118,15 +80,16 @@ async def _subject_page(
 
 async def list_payments(request: web.Request) -> web.Response:
     authorize(request, "payments:read")
-    equal = {p: p for p in ("provider", "status", "coverage", "order_id", "provider_ref")}
-    equal["customer_id"] = "customer_id"
-    return await _subject_page(request, "payments_view", "payment_id", equal)
+    query = read_query(request, PaymentListQuery)
+    equal = ("provider", "status", "coverage", "order_id", "provider_ref", "customer_id")
+    return await _subject_page(request, "payments_view", "payment_id", query, equal)
 
 
 async def list_withdrawals(request: web.Request) -> web.Response:
     authorize(request, "withdrawals:read")
-    equal = {p: p for p in ("provider", "status", "request_id", "provider_ref", "customer_id")}
-    return await _subject_page(request, "withdrawals_view", "withdrawal_id", equal)
+    query = read_query(request, WithdrawalListQuery)
+    equal = ("provider", "status", "request_id", "provider_ref", "customer_id")
+    return await _subject_page(request, "withdrawals_view", "withdrawal_id", query, equal)
 
 
 # ---------------------------------------------------------------- balances and journal
@@ -144,9 +107,10 @@ def _amount(value: Decimal, currency: str) -> str:
 
 async def balances(request: web.Request) -> web.Response:
     authorize(request, "finance:read")
+    query = read_query(request, BalancesQuery)
     filters = Filters()
-    filters.add("account = ?", request.query.get("account"))
-    filters.add("currency = ?", request.query.get("currency"))
+    filters.add("account = ?", query.account)
+    filters.add("currency = ?", query.currency)
     rows = await request.app[RUNNER].pool.fetch(
         f"SELECT * FROM account_balances{filters.where()} ORDER BY account, currency",  # noqa: S608 - built from fixed clauses
         *filters.values,
@@ -166,18 +130,16 @@ async def balances(request: web.Request) -> web.Response:
 
 async def journal(request: web.Request) -> web.Response:
     authorize(request, "finance:read")
-    limit = _limit(request)
+    query = read_query(request, JournalQuery)
+    limit = query.limit
     filters = Filters()
-    account = request.query.get("account")
-    currency = request.query.get("currency")
     touching = "EXISTS (SELECT 1 FROM journal_postings p WHERE p.partition = e.partition"
     touching += " AND p.position = e.position AND p.{} = ?)"
-    filters.add(touching.format("account"), account)
-    filters.add(touching.format("currency"), currency)
-    filters.add("e.subject_id = ?", request.query.get("subject_id"))
-    filters.add("e.provider = ?", request.query.get("provider"))
-    cursor = decode_cursor(request, int)
-    filters.add("e.position > ?", cursor[0] if cursor else None)
+    filters.add(touching.format("account"), query.account)
+    filters.add(touching.format("currency"), query.currency)
+    filters.add("e.subject_id = ?", query.subject_id)
+    filters.add("e.provider = ?", query.provider)
+    filters.add("e.position > ?", query.cursor[0] if query.cursor else None)
     entries = await request.app[RUNNER].pool.fetch(
         "SELECT * FROM journal_entries e"  # noqa: S608 - built from fixed clauses
         f"{filters.where()} ORDER BY e.partition, e.position LIMIT {limit + 1}",
@@ -218,21 +180,15 @@ async def journal(request: web.Request) -> web.Response:
 # ---------------------------------------------------------------- reconciliation
 
 
-def _reconciliation_filters(request: web.Request) -> Filters:
+def _reconciliation_filters(query: ReconciliationFilters) -> Filters:
     filters = Filters()
-    reason = request.query.get("reason")
-    if reason is not None and reason not in {r.value for r in Reason}:
-        raise QueryError(f"unknown reason {reason!r}; known: {sorted(r.value for r in Reason)}")
-    state = request.query.get("state", "open")
-    if state not in {"open", "cleared", "all"}:
-        raise QueryError("state must be open, cleared or all")
-    if state != "all":
-        filters.clauses.append(f"cleared_at IS {'' if state == 'open' else 'NOT '}NULL")
-    filters.add("reason = ?", reason)
-    filters.add("provider = ?", request.query.get("provider"))
-    filters.add("currency = ?", request.query.get("currency"))
-    filters.add("detected_at >= ?", _instant(request, "from"))
-    filters.add("detected_at < ?", _instant(request, "to"))
+    if query.state != "all":
+        filters.clauses.append(f"cleared_at IS {'' if query.state == 'open' else 'NOT '}NULL")
+    filters.add("reason = ?", query.reason)
+    filters.add("provider = ?", query.provider)
+    filters.add("currency = ?", query.currency)
+    filters.add("detected_at >= ?", query.detected_from)
+    filters.add("detected_at < ?", query.detected_to)
     return filters
 
 
@@ -261,13 +217,13 @@ def item_view(row: Any) -> dict[str, Any]:
 
 async def reconciliation_items(request: web.Request) -> web.Response:
     authorize(request, "finance:read")
-    limit = _limit(request)
-    filters = _reconciliation_filters(request)
-    cursor = decode_cursor(request, datetime.fromisoformat, int, str, str, str)
-    if cursor is not None:
+    query = read_query(request, ReconciliationItemsQuery)
+    limit = query.limit
+    filters = _reconciliation_filters(query)
+    if query.cursor is not None:
         filters.add(
             "(detected_at, detected_position, subject_type, subject_id, reason) < (?, ?, ?, ?, ?)",
-            *cursor,
+            *query.cursor,
         )
     rows = await request.app[RUNNER].pool.fetch(
         f"SELECT * FROM reconciliation_items{filters.where()}"  # noqa: S608 - fixed clauses
@@ -291,7 +247,7 @@ async def reconciliation_items(request: web.Request) -> web.Response:
 
 async def reconciliation_summary(request: web.Request) -> web.Response:
     authorize(request, "finance:read")
-    filters = _reconciliation_filters(request)
+    filters = _reconciliation_filters(read_query(request, ReconciliationFilters))
     rows = await request.app[RUNNER].pool.fetch(
         "SELECT reason, currency, count(*) AS items, sum(difference) AS difference"  # noqa: S608 - fixed clauses
         f" FROM reconciliation_items{filters.where()}"
@@ -330,10 +286,19 @@ async def projections_status(request: web.Request) -> web.Response:
 
 
 def add_query_routes(app: web.Application) -> None:
-    app.router.add_get("/v1/payments", list_payments)
-    app.router.add_get("/v1/withdrawals", list_withdrawals)
-    app.router.add_get("/v1/balances", balances)
-    app.router.add_get("/v1/journal", journal)
-    app.router.add_get("/v1/reconciliation/items", reconciliation_items)
-    app.router.add_get("/v1/reconciliation/summary", reconciliation_summary)
+    # Reading your writes (API.md): each read first waits for the projections it reads to reach
+    # the log's head as it was when the request arrived (adapters/http/freshness.py).
+    fresh = FreshReads(app[RUNNER], app[SETTINGS].read_your_writes_wait_seconds_max)
+    app.router.add_get("/v1/payments", fresh(list_payments, "payments:read", SUBJECTS))
+    app.router.add_get("/v1/withdrawals", fresh(list_withdrawals, "withdrawals:read", SUBJECTS))
+    app.router.add_get("/v1/balances", fresh(balances, "finance:read", JOURNAL))
+    app.router.add_get("/v1/journal", fresh(journal, "finance:read", JOURNAL))
+    app.router.add_get(
+        "/v1/reconciliation/items",
+        fresh(reconciliation_items, "finance:read", RECONCILIATION),
+    )
+    app.router.add_get(
+        "/v1/reconciliation/summary",
+        fresh(reconciliation_summary, "finance:read", RECONCILIATION),
+    )
     app.router.add_get("/v1/projections", projections_status)

@@ -147,12 +147,12 @@ async def _create(
         return replayed
     try:
         subject = await create(claim)
-    except IdempotencyKeyTaken:
-        # A concurrent twin recorded its subject first: its answer is ours.
-        assert claim is not None
-        replayed = await _replay(request, claim, load)
-        assert replayed is not None, "the key's claim was taken, so it is held"
-        return replayed
+    except (IdempotencyKeyTaken, SubjectAlreadyExists) as taken:
+        # A concurrent twin under the same key recorded its subject first: its answer is ours.
+        replayed = await _replay(request, claim, load) if claim is not None else None
+        if replayed is None and isinstance(taken, IdempotencyKeyTaken):
+            raise
+        return replayed or _refusal(taken, kind)
     except SubmissionFailed as failed:
         if isinstance(failed.cause, OperationNotSupported):
             # The adapter refused the request before sending it (the request layer should
@@ -160,8 +160,8 @@ async def _create(
             return _refusal(failed.cause, kind)
         recorded = await load(failed.subject_id)
         assert recorded is not None
-        return answer(recorded)
-    except (SubjectAlreadyExists, UnknownProvider, OperationNotSupported, LedgerError) as refused:
+        subject = recorded
+    except (UnknownProvider, OperationNotSupported, LedgerError) as refused:
         return _refusal(refused, kind)
     return answer(subject)
 

@@ -6,15 +6,16 @@ returning a `ProviderAdapter`. The ingestion service and the HTTP API speak only
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
+from types import MappingProxyType
 from typing import Any, Protocol
 
 from ledger.commands import ProviderBalanceReport, Translation
-from ledger.money import loads_exact
+from ledger.money import is_registered, loads_exact
 
 
 class VerificationOutcome(StrEnum):
@@ -211,12 +212,51 @@ class WebhookAdapter(Protocol):
         ...
 
 
+def each_paid_in_itself(codes: Iterable[str]) -> dict[str, frozenset[str]]:
+    """Currencies each paid (or sent) in itself: a pay_currency, if named, must be the same."""
+    return {code: frozenset({code}) for code in codes}
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderCurrencies:
+    """What a provider prices in, pays in and pays out in, as its adapter declares it, so that
+    the API refuses (422 `currency-not-supported`) a request the provider cannot take before
+    anything is recorded, reserved or sent.
+
+    `payments` maps each currency a payment may be priced in (`currency`) to the pay currencies
+    the merchant may name for it (`pay_currency`; empty: none can be named, e.g. the customer
+    picks the coin on the provider's page). `withdrawals` does the same for a withdrawal's amount
+    currency and the crypto sent. Every priced or withdrawn code must be registered in
+    `ledger.money` (its scale bounds the amount's fraction digits)."""
+
+    payments: Mapping[str, frozenset[str]]
+    withdrawals: Mapping[str, frozenset[str]]
+    # The pay currency the client asks for when a payment names none (Cryptofuse's setting):
+    # it must then be one the price currency may be paid in.
+    default_pay_currency: str | None = None
+    # The provider needs the crypto sent named (LiPayKripto `coin_type`).
+    withdrawal_pay_required: bool = False
+    # The smallest price the provider takes, in any of its price currencies (CoinCoin's 10).
+    payment_minimum: Decimal | None = None
+
+    def __post_init__(self) -> None:
+        unregistered = sorted(
+            code for code in (*self.payments, *self.withdrawals) if not is_registered(code)
+        )
+        if unregistered:
+            raise ValueError(f"currencies without a registered scale: {unregistered}")
+        # Read-only views: one declaration is shared by every request.
+        object.__setattr__(self, "payments", MappingProxyType(dict(self.payments)))
+        object.__setattr__(self, "withdrawals", MappingProxyType(dict(self.withdrawals)))
+
+
 @dataclass(frozen=True, slots=True)
 class ProviderAdapter:
     name: str
     webhooks: WebhookAdapter
     client: ProviderClient
     settings: Mapping[str, Any]
+    currencies: ProviderCurrencies
 
     def supports(self, operation: Operation) -> bool:
         """False when the client says (`unsupported_operations`, a frozenset of Operation) that

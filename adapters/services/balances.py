@@ -17,6 +17,7 @@ from adapters.providers.contract import (
     ProviderExchange,
 )
 from adapters.services.records import append_record
+from adapters.storage.outages import DATABASE_OUTAGES
 from adapters.storage.postgres_store import PostgresEventStore
 
 log = logging.getLogger(__name__)
@@ -76,11 +77,22 @@ class BalancePoller:
             )
         return len(reports)
 
-    async def run_forever(self, interval_seconds: float) -> None:
+    async def run_forever(
+        self, interval_seconds: float, healthy: Callable[[], None] = lambda: None
+    ) -> None:
+        """Polls every provider each interval until cancelled, calling `healthy` after each
+        round. A database outage raises, for the supervisor (adapters/http/background.py) to
+        restart the loop after a backoff. A provider's own failure does not: it is that
+        provider's (already recorded as an event where the call failed), it must not keep the
+        providers after it in the round from being polled, and a provider that is down is asked
+        again next interval, not at the pace of a restart."""
         while True:
             for provider in self.adapters:
                 try:
                     await self.poll(provider)
-                except Exception:
+                except DATABASE_OUTAGES:
+                    raise
+                except Exception:  # one provider's failure is its own; logged
                     log.exception("balance poll of %s failed; trying again next interval", provider)
+            healthy()
             await asyncio.sleep(interval_seconds)

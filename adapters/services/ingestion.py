@@ -18,6 +18,7 @@ from decimal import Decimal
 from typing import Any
 
 from adapters.providers.contract import (
+    Operation,
     ProviderAdapter,
     TokenScope,
     Verification,
@@ -38,7 +39,7 @@ from ledger.commands import (
     WithdrawalReference,
     WithdrawalUpdate,
 )
-from ledger.errors import LedgerError
+from ledger.errors import ConcurrencyConflict, LedgerError
 from ledger.payment import Payment, Submission
 from ledger.ports import Claim, ClaimTaken
 from ledger.recording import ProviderRecordedAggregate
@@ -146,11 +147,16 @@ class WebhookIngestion:
         store: PostgresEventStore,
         adapters: Mapping[str, ProviderAdapter],
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        on_unverified: Callable[[], None] = lambda: None,
     ) -> None:
         self.store = store
         self.repository = AggregateRepository(store)
         self.adapters = adapters
         self.clock = clock
+        # Called once a delivery was kept unverified in a subject's stream, so that the
+        # provider-query service asks about it now rather than at its next interval (only a
+        # hint: the service finds the delivery in the log either way).
+        self.on_unverified = on_unverified
 
     async def ingest(
         self, provider: str, body: bytes, headers: Mapping[str, str], path_token: str | None = None
@@ -175,6 +181,8 @@ class WebhookIngestion:
             verification = adapter.webhooks.authenticate(delivery)
             if verification.outcome is VerificationOutcome.REJECTED:
                 await self._record_attempt(provider, "rejected", document, verification.reason)
+                if await self._keep_rejected(delivery, document, verification):
+                    self.on_unverified()
                 return IngestResult(401, "rejected", verification.reason)
             translation = _storable(adapter.webhooks.translate(delivery))
         except WebhookBodyInvalid as invalid:
@@ -193,7 +201,10 @@ class WebhookIngestion:
             "event_type": translation.event_type,
             "verification": _verification_document(verification),
         }
-        return await self.apply(provider, translation, document, verification)
+        result = await self.apply(provider, translation, document, verification)
+        if result.outcome == "unverified":
+            self.on_unverified()
+        return result
 
     async def _record_attempt(
         self, provider: str, kind: str, document: dict[str, Any], reason: str
@@ -204,6 +215,50 @@ class WebhookIngestion:
             f"Delivery.{kind.capitalize()}",
             {**document, "reason": reason},
         )
+
+    async def _keep_rejected(
+        self, delivery: WebhookDelivery, document: dict[str, Any], verification: Verification
+    ) -> bool:
+        """Keeps a rejected delivery, unverified, in the stream of each known payment it names,
+        where the provider can be asked about it (API.md: a delivery naming a known payment is
+        recorded in its stream, verified or not). It moves no money; the provider-query service
+        asks the provider, whose answer may confirm its facts. Elsewhere nothing could ever
+        confirm it, so it stays only a rejected attempt, as does one naming no known payment.
+        Returns whether it was kept anywhere; the caller still answers 401."""
+        adapter = self.adapters[delivery.provider]
+        if not adapter.supports(Operation.QUERY_PAYMENT):
+            return False
+        try:
+            translation = _storable(adapter.webhooks.translate(delivery))
+        except (WebhookBodyInvalid, RecursionError, UnicodeEncodeError):
+            return False
+        facts = [fact for fact in translation.facts if isinstance(fact, PaymentUpdate)]
+        evidence = {
+            **document,
+            "dedupe_key": translation.dedupe_key,
+            "event_type": translation.event_type,
+            "verification": _verification_document(verification),
+        }
+
+        async def keep_once() -> bool:
+            touched: dict[str, ProviderRecordedAggregate] = {}
+            for fact in facts:
+                subject = await self._find_subject(fact)
+                if isinstance(subject, Payment):
+                    subject = touched.setdefault(str(subject.id), subject)
+                    await self._apply_to_subject(subject, fact, evidence, verification)
+            if touched:
+                await self.repository.save(*touched.values())
+            return bool(touched)
+
+        try:
+            return await retry_on_conflict(
+                keep_once, attempts=SAVE_ATTEMPTS, what=f"rejected {translation.dedupe_key}"
+            )
+        except ConcurrencyConflict:
+            # The attempt itself is recorded; only its copy in the payment's stream is lost.
+            log.warning("rejected delivery %s not kept as evidence", translation.dedupe_key)
+            return False
 
     async def apply(
         self,

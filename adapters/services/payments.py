@@ -86,7 +86,8 @@ class PaymentService:
         if token:
             claims.append(Claim("callback_token", token_hash(token), stream))
         if idempotency is not None:
-            claims.append(idempotency.claim(stream))
+            # First, so that a concurrent twin under the same key hears of the key, not the id.
+            claims.insert(0, idempotency.claim(stream))
         try:
             await self.repository.save(payment, claims=claims)
         except ClaimTaken as taken:

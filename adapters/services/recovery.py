@@ -11,8 +11,9 @@ a withdrawal's funds stay reserved meanwhile, since the provider may be paying i
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -57,6 +58,13 @@ class SubmissionRecovery:
         self.withdrawals = withdrawals
         self.store = payments.store
         self.repository = AggregateRepository(payments.store)
+
+    async def run_forever(self, interval_seconds: float, healthy: Callable[[], None]) -> None:
+        """A pass every interval; raising (the database is gone) ends it for the supervisor."""
+        while True:
+            await self.recover()
+            healthy()
+            await asyncio.sleep(interval_seconds)
 
     async def recover(self, *, older_than: timedelta = GRACE) -> RecoveryResult:
         """One pass over the subjects still waiting for their provider (by the read models,

@@ -72,12 +72,15 @@ class ClockSweeper:
                 continue
         return SweepResult(expired, stuck)
 
-    async def run_forever(self, interval_seconds: float) -> None:
+    async def run_forever(
+        self, interval_seconds: float, healthy: Callable[[], None] = lambda: None
+    ) -> None:
+        """Sweeps every interval until cancelled, calling `healthy` after each sweep. A sweep
+        that fails raises: its supervisor (adapters/http/background.py) logs it and starts
+        the loop again after a backoff."""
         while True:
-            try:
-                result = await self.sweep()
-                if result.payments_expired or result.withdrawals_stuck:
-                    log.info("sweep: %s", result)
-            except Exception:
-                log.exception("clock sweep failed; trying again next interval")
+            result = await self.sweep()
+            healthy()
+            if result.payments_expired or result.withdrawals_stuck:
+                log.info("sweep: %s", result)
             await asyncio.sleep(interval_seconds)

@@ -110,7 +110,8 @@ class WithdrawalService:
         if token:
             claims.append(Claim("callback_token", token_hash(token), stream))
         if idempotency is not None:
-            claims.append(idempotency.claim(stream))
+            # First, so that a concurrent twin under the same key hears of the key, not the id.
+            claims.insert(0, idempotency.claim(stream))
         async with self.funds.reserving(provider, currency, withdrawal.requested.amount):
             try:
                 await self.repository.save(withdrawal, claims=claims)

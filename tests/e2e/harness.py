@@ -6,7 +6,7 @@ import socket
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import aiohttp
@@ -15,6 +15,7 @@ from aiohttp import web
 from adapters.config import Settings
 from adapters.http.app import init_app
 from adapters.http.background import POLLER, SWEEPER
+from adapters.http.keys import QUERIES, RECOVERY
 from adapters.http.queries import RUNNER
 from adapters.providers.http_client import RetryPolicy
 from adapters.providers.registry import build_adapters
@@ -61,6 +62,16 @@ class Ledger:
         assert self.app is not None
         return await self.app[SWEEPER].sweep()
 
+    async def recover(self) -> Any:
+        """One pass of the recovery of creates whose answer was lost (no grace period)."""
+        assert self.app is not None
+        return await self.app[RECOVERY].recover(older_than=timedelta(0))
+
+    async def ask_providers(self) -> Any:
+        """One pass of the queries about deliveries the ledger could not authenticate."""
+        assert self.app is not None
+        return await self.app[QUERIES].run_pending()
+
     async def poll_balances(self, provider: str) -> int:
         assert self.app is not None
         return await self.app[POLLER].poll(provider)
@@ -91,6 +102,8 @@ async def ledger_with(
         # Tests move the clock and poll balances themselves; projections run as in service.
         expiry_sweep_seconds=0,
         balance_poll_seconds=0,
+        recovery_seconds=0,
+        provider_query_seconds=0,
     )
     adapters = build_adapters(settings.providers)
     for adapter in adapters.values():

@@ -237,6 +237,8 @@ async def rig(
             projections_in_process=background,
             expiry_sweep_seconds=5.0 if background else 0,
             balance_poll_seconds=60.0 if background else 0,
+            recovery_seconds=30.0 if background else 0,
+            provider_query_seconds=5.0 if background else 0,
         )
         adapters = build_adapters(settings.providers)
         for adapter in adapters.values():

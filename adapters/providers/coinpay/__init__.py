@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 from adapters.providers.coinpay.client import CoinPayClient
 from adapters.providers.coinpay.webhooks import PROVIDER_ID, CoinPayWebhooks
-from adapters.providers.contract import ProviderAdapter
+from adapters.providers.contract import ProviderAdapter, ProviderCurrencies, each_paid_in_itself
 from adapters.providers.http_client import ProviderHttp
 
 if TYPE_CHECKING:
@@ -15,6 +15,17 @@ if TYPE_CHECKING:
 __all__ = ["PROVIDER_ID", "CoinPayClient", "CoinPayWebhooks", "build_adapter"]
 
 _REQUIRED_SETTINGS = ("base_url", "username", "password", "webhook_secret")
+
+# CoinPay's guide lists no currencies: its examples price and pay in USDC (the default it shows)
+# on Polygon, and its API has no way to price in one currency and be paid in another (the client
+# refuses such a pay_currency). A merchant prices in the stablecoins its CoinPay wallet holds,
+# USDC and USDT, never in fiat (USD at CoinPay would be taken as a token code it does not have);
+# a payout spends wallet funds, so it is in one of the same. Add a code here once the account
+# holds it.
+_STABLECOINS = ("USDC", "USDT")
+CURRENCIES = ProviderCurrencies(
+    payments=each_paid_in_itself(_STABLECOINS), withdrawals=each_paid_in_itself(_STABLECOINS)
+)
 
 
 def build_adapter(settings: Mapping[str, Any], http: ProviderHttp | None = None) -> ProviderAdapter:
@@ -29,4 +40,5 @@ def build_adapter(settings: Mapping[str, Any], http: ProviderHttp | None = None)
         webhooks=CoinPayWebhooks(str(settings["webhook_secret"])),
         client=CoinPayClient(transport, str(settings["username"]), str(settings["password"])),
         settings=settings,
+        currencies=CURRENCIES,
     )

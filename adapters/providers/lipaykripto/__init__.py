@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from adapters.providers.contract import ProviderAdapter
-from adapters.providers.lipaykripto.client import LiPayKriptoClient
+from adapters.providers.contract import ProviderAdapter, ProviderCurrencies
+from adapters.providers.lipaykripto.client import COIN_TYPES, LiPayKriptoClient
 from adapters.providers.lipaykripto.webhooks import LiPayKriptoWebhooks
 
 if TYPE_CHECKING:
@@ -18,6 +18,15 @@ if TYPE_CHECKING:
 
 PROVIDER_ID = "lipaykripto"
 SETTING_KEYS = ("base_url", "client_id", "client_secret", "hmac_secret")
+
+# LiPayKripto takes amounts in TRY only. A payment's coin is chosen by the customer on its payment
+# page, so no pay_currency can be asked for; a withdrawal must name the coin sent (`coin_type`:
+# TRX, USDT or ETH), which is checked before its funds are reserved.
+CURRENCIES = ProviderCurrencies(
+    payments={"TRY": frozenset()},
+    withdrawals={"TRY": COIN_TYPES},
+    withdrawal_pay_required=True,
+)
 
 __all__ = ["PROVIDER_ID", "LiPayKriptoClient", "LiPayKriptoWebhooks", "build_adapter"]
 
@@ -40,4 +49,5 @@ def build_adapter(
         webhooks=LiPayKriptoWebhooks(client_id=str(settings["client_id"])),
         client=client,
         settings=settings,
+        currencies=CURRENCIES,
     )

@@ -3,14 +3,15 @@
 Settings (the `[providers.payment_engine]` table): `base_url`, `username` + `password` or
 `api_key`, `webhook_secret`; optional `merchant_account_id` (default "merchant"),
 `payment_type_id` (default "crypto_deposit"), `withdrawal_payment_type_id` (default
-"crypto_withdrawal") and `balance_account_ids` (default: the merchant account).
+"crypto_withdrawal"), `balance_account_ids` (default: the merchant account) and `currencies`
+(default: DEFAULT_CURRENCIES).
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from adapters.providers.contract import ProviderAdapter
+from adapters.providers.contract import ProviderAdapter, ProviderCurrencies, each_paid_in_itself
 from adapters.providers.http_client import ProviderHttp, RetryPolicy
 from adapters.providers.payment_engine.auth import (
     ApiKeyAuthenticator,
@@ -22,13 +23,19 @@ from adapters.providers.payment_engine.vocabulary import PROVIDER_ID
 from adapters.providers.payment_engine.webhooks import PaymentEngineWebhooks
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Mapping, Sequence
 
 __all__ = ["PROVIDER_ID", "build_adapter"]
 
 DEFAULT_MERCHANT_ACCOUNT_ID = "merchant"
 DEFAULT_PAYMENT_TYPE_ID = "crypto_deposit"
 DEFAULT_WITHDRAWAL_PAYMENT_TYPE_ID = "crypto_withdrawal"
+# The guide is a generic transaction API whose examples are in USD (`currencyCode`); which
+# currencies an account holds is its operator's configuration, so it is a setting. The default
+# is what this ledger's runs take through it: USD and EUR, and ETH, USDT and USDC. Anything else
+# (BTC, say) must be configured before it is accepted. A transaction is in one currency, so a
+# pay_currency, if named, must be that currency.
+DEFAULT_CURRENCIES = ("USD", "EUR", "ETH", "USDT", "USDC")
 
 
 def build_adapter(
@@ -36,11 +43,7 @@ def build_adapter(
 ) -> ProviderAdapter:
     merchant_account_id = _text(settings, "merchant_account_id", DEFAULT_MERCHANT_ACCOUNT_ID)
     http = ProviderHttp(PROVIDER_ID, _text(settings, "base_url"), policy)
-    balance_accounts = settings.get("balance_account_ids") or [merchant_account_id]
-    if isinstance(balance_accounts, str):  # from an environment override: comma-separated
-        balance_accounts = [a.strip() for a in balance_accounts.split(",") if a.strip()]
-    if not balance_accounts or not all(isinstance(a, str) and a for a in balance_accounts):
-        raise ValueError("payment_engine balance_account_ids must be a list of account ids")
+    balance_accounts = _text_list(settings, "balance_account_ids", [merchant_account_id])
     client = PaymentEngineClient(
         http,
         _authenticator(settings, http),
@@ -52,7 +55,19 @@ def build_adapter(
         balance_account_ids=list(balance_accounts),
     )
     webhooks = PaymentEngineWebhooks(_text(settings, "webhook_secret"), merchant_account_id)
-    return ProviderAdapter(name=PROVIDER_ID, webhooks=webhooks, client=client, settings=settings)
+    return ProviderAdapter(
+        name=PROVIDER_ID,
+        webhooks=webhooks,
+        client=client,
+        settings=settings,
+        currencies=_currencies(settings),
+    )
+
+
+def _currencies(settings: Mapping[str, Any]) -> ProviderCurrencies:
+    codes = _text_list(settings, "currencies", DEFAULT_CURRENCIES)
+    each = each_paid_in_itself(codes)
+    return ProviderCurrencies(payments=each, withdrawals=each)
 
 
 def _authenticator(settings: Mapping[str, Any], http: ProviderHttp) -> Authenticator:
@@ -61,6 +76,16 @@ def _authenticator(settings: Mapping[str, Any], http: ProviderHttp) -> Authentic
     if settings.get("api_key"):
         return ApiKeyAuthenticator(_text(settings, "api_key"))
     return LoginAuthenticator(http, _text(settings, "username"), _text(settings, "password"))
+
+
+def _text_list(settings: Mapping[str, Any], key: str, default: Sequence[str]) -> list[str]:
+    """A list of non-empty strings; an environment override gives one comma-separated."""
+    values = settings.get(key) or default
+    if isinstance(values, str):
+        values = [value.strip() for value in values.split(",") if value.strip()]
+    if not values or not all(isinstance(value, str) and value for value in values):
+        raise ValueError(f"payment_engine {key} must be a list of non-empty strings")
+    return list(values)
 
 
 def _text(settings: Mapping[str, Any], key: str, default: str | None = None) -> str:

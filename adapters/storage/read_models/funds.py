@@ -8,7 +8,9 @@ records its reservation before the lock is released. The next request in line th
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+from collections import defaultdict
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from decimal import Decimal
@@ -44,11 +46,15 @@ class JournalFundsGuard:
     def __init__(self, pool: asyncpg.Pool, runner: ProjectionRunner) -> None:
         self.pool = pool
         self.runner = runner
+        # Requests of this process for the same funds queue here, not on pooled connections:
+        # twenty of them each holding a connection while waiting for the advisory lock would
+        # leave the holder none to catch the journal up with, and all would wait forever.
+        self._queues: dict[int, asyncio.Lock] = defaultdict(asyncio.Lock)
 
     @asynccontextmanager
     async def reserving(self, provider: str, currency: str, amount: Decimal) -> AsyncIterator[None]:
         """Raises InsufficientFunds unless `amount` is available; holds the lock for the block."""
-        async with self.pool.acquire() as connection:
+        async with self._queues[_lock_key(provider, currency)], self.pool.acquire() as connection:
             key = _lock_key(provider, currency)
             await connection.execute("SELECT pg_advisory_lock($1)", key)
             try:

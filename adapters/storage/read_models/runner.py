@@ -8,6 +8,11 @@ up the same projection without doing any batch twice.
 
 The runner wakes on NOTIFY and polls as well, since a notification can be lost (connection
 drops, a listener that was busy); a lost one costs at most one poll interval.
+
+`run_forever` does not survive the database on its own: an outage (or the listening connection
+closing under it) raises, and its supervisor (adapters/http/background.py) starts it again, on a
+new listening connection, after a backoff. A projection that cannot apply an event is another
+matter: that is a data problem, so it stays stopped at that event while the others go on.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from datetime import datetime
 
 import asyncpg
 
+from adapters.storage.outages import DATABASE_OUTAGES, ListenerLost
 from adapters.storage.postgres_store import NOTIFY_CHANNEL, AnyConnection, fetch_batch
 from adapters.storage.read_models.base import Projection
 from ledger.ports import PARTITION_COUNT, RecordedEvent
@@ -49,10 +55,16 @@ class ProjectionStatus:
     updated_at: datetime
     failed_position: int | None
     failure: str | None
+    # How long the oldest event not yet projected has waited (0: none left): how stale a read
+    # of this projection can be, which a count of events alone does not say.
+    lag_seconds: float = 0.0
 
     @property
     def lag(self) -> int:
         return self.head - self.position
+
+    def lags_beyond(self, events_max: int, seconds_max: float) -> bool:
+        return self.lag > events_max or self.lag_seconds > seconds_max
 
 
 class ProjectionRunner:
@@ -109,14 +121,21 @@ class ProjectionRunner:
             connection, partition, after=position, limit=limit or self.batch_size
         )
         if events:
-            await projection.apply(connection, events)
-            await connection.execute(
-                "UPDATE projection_positions SET position = $3, updated_at = now(),"
-                " failed_position = NULL, failure = NULL WHERE name = $1 AND partition = $2",
-                projection.name,
-                partition,
-                events[-1].position,
-            )
+            try:
+                await projection.apply(connection, events)
+                await connection.execute(
+                    "UPDATE projection_positions SET position = $3, updated_at = now(),"
+                    " failed_position = NULL, failure = NULL WHERE name = $1 AND partition = $2",
+                    projection.name,
+                    partition,
+                    events[-1].position,
+                )
+            except BaseException:
+                # Forgotten before the caller's rollback releases the position row: whoever
+                # locks it next (a request catching up, the runner) must not build on states
+                # this batch cached and never committed.
+                projection.forget()
+                raise
         return events
 
     async def run_batch(self, name: str, partition: int = 0, *, wait: bool = True) -> int:
@@ -139,8 +158,8 @@ class ProjectionRunner:
                 while True:
                     try:
                         done = await self.run_batch(name, partition, wait=wait)
-                    except (asyncpg.PostgresConnectionError, OSError):
-                        raise
+                    except DATABASE_OUTAGES:
+                        raise  # the events are fine; the caller tries again when it can
                     except Exception as error:  # noqa: BLE001 - any error: find the event
                         done = await self._one_event_at_a_time(name, partition, error)
                     total += done
@@ -166,6 +185,9 @@ class ProjectionRunner:
             try:
                 async with self.pool.acquire() as connection, connection.transaction():
                     await self._batch(connection, projection, partition, wait=True, limit=1)
+            except DATABASE_OUTAGES:
+                projection.forget()
+                raise  # an outage says nothing about the event: never record it as failing
             except Exception as single:
                 projection.forget()
                 failure = ProjectionFailed(name, following[0], single)
@@ -184,29 +206,56 @@ class ProjectionRunner:
 
     # ------------------------------------------------------------------ running
 
-    async def run_forever(self) -> None:
-        """Keeps every projection caught up until cancelled. A failed projection stays stopped
-        at its event (others go on); it resumes after a rebuild or a restart."""
+    async def run_forever(self, healthy: Callable[[], None] = lambda: None) -> None:
+        """Keeps every projection caught up until cancelled, calling `healthy` after each pass
+        that went through. A failed projection stays stopped at its event (others go on); it
+        resumes after a rebuild or a restart. Raises on an outage, ListenerLost included."""
         await self.ensure_positions()
+        lost = asyncio.Event()
+
+        def listener_closed(*_: object) -> None:
+            lost.set()
+            self._wake.set()
+
         async with self.pool.acquire() as listener:
             await listener.add_listener(NOTIFY_CHANNEL, self._notified)
+            listener.add_termination_listener(listener_closed)
             try:
                 while True:
+                    if lost.is_set():
+                        raise ListenerLost("the projection runner's LISTEN connection closed")
                     self._wake.clear()
-                    for name in self.projections:
-                        if name in self._failed:
-                            continue
-                        try:
-                            await self.catch_up([name], wait=False)
-                        except ProjectionFailed as failed:
-                            log.error("%s", failed)  # noqa: TRY400 - the failure says it all
+                    await self._one_pass()
+                    healthy()
                     # Not asyncio.wait_for: on Python 3.11 it swallows a cancellation that
                     # arrives just as the wake-up does, and the app's shutdown then waits forever.
                     with contextlib.suppress(TimeoutError):
                         async with asyncio.timeout(self.poll_seconds):
                             await self._wake.wait()
             finally:
+                await self._stop_listening(listener, listener_closed, closed=lost.is_set())
+
+    async def _stop_listening(
+        self, listener: AnyConnection, closed_callback: Callable[..., None], *, closed: bool
+    ) -> None:
+        """Nothing here may replace the error (or the cancellation) that is leaving, nor hold
+        up a shutdown. A connection that closed is already detached from its proxy (asyncpg
+        released it to the pool): there is nothing left to unregister."""
+        if closed:
+            return
+        with contextlib.suppress(TimeoutError, *DATABASE_OUTAGES):
+            listener.remove_termination_listener(closed_callback)
+            async with asyncio.timeout(1):
                 await listener.remove_listener(NOTIFY_CHANNEL, self._notified)
+
+    async def _one_pass(self) -> None:
+        for name in self.projections:
+            if name in self._failed:
+                continue
+            try:
+                await self.catch_up([name], wait=False)
+            except ProjectionFailed as failed:
+                log.error("%s", failed)  # noqa: TRY400 - the failure says it all
 
     def _notified(self, *_: object) -> None:
         self._wake.set()
@@ -249,7 +298,11 @@ class ProjectionRunner:
         await self.ensure_positions()
         rows = await self.pool.fetch(
             "SELECT p.name, p.partition, p.position, h.position AS head, p.updated_at,"
-            " p.failed_position, p.failure FROM projection_positions p"
+            " p.failed_position, p.failure,"
+            " coalesce((SELECT greatest(extract(epoch FROM clock_timestamp() - e.recorded_at), 0)"
+            "  FROM events e WHERE e.partition = p.partition AND e.position > p.position"
+            "  ORDER BY e.position LIMIT 1), 0)::float8 AS lag_seconds"
+            " FROM projection_positions p"
             " JOIN log_heads h USING (partition) WHERE p.name = any($1::text[])"
             " ORDER BY p.name, p.partition",
             list(self.projections),
