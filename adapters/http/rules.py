@@ -75,7 +75,6 @@ RULES: dict[str, Rule] = {
 }
 
 
-
 def refuse(problem_type: str, detail: str, **extra: Any) -> ProblemError:
     rule = RULES[problem_type]
     return ProblemError(rule.status, problem_type, rule.title, detail, **extra)

@@ -2,6 +2,12 @@
 
 Only 429, 5xx and connection errors/timeouts are retried; a 4xx other than 429 is the caller's
 mistake and retrying it would only repeat it. Every attempt, answered or not, is recorded.
+
+A create (payment or withdrawal) is retried only where the provider surely did not act on it:
+the connection could not be made, or it answered 429 or 503. After a timeout, a dropped
+connection or another 5xx it may have created the object, and none of the five providers
+dedupes a create by our id, so a retry could create a second one: the ledger leaves such a
+create `submitting` and asks the provider later instead (adapters/services/recovery.py).
 """
 
 from __future__ import annotations
@@ -20,10 +26,18 @@ from urllib.parse import urlencode
 
 import aiohttp
 
-from adapters.providers.contract import ExchangeRecorder, ProviderCallFailed, ProviderExchange
+from adapters.providers.contract import (
+    ExchangeRecorder,
+    Operation,
+    ProviderCallFailed,
+    ProviderExchange,
+)
 from ledger.money import loads_exact
 
 RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
+# Answers that say the request was not acted on, so that even a create may be sent again.
+NOT_ACTED_ON_STATUSES = frozenset({429, 503})
+CREATES = frozenset({Operation.CREATE_PAYMENT.value, Operation.CREATE_WITHDRAWAL.value})
 _SECRET_HEADERS = frozenset({"authorization", "cc-sign", "x-api-key"})
 _SECRET_FIELDS = (
     "password",
@@ -130,6 +144,8 @@ class ProviderHttp:
         if content_type:
             send_headers["Content-Type"] = content_type
         attempts = self.policy.attempts if retry else 1
+        create = operation in CREATES
+        retryable = NOT_ACTED_ON_STATUSES if create else RETRYABLE_STATUSES
         last_error = ""
         for attempt in range(1, attempts + 1):
             started = time.monotonic()
@@ -154,12 +170,14 @@ class ProviderHttp:
             except (aiohttp.ClientError, TimeoutError) as error:
                 last_error = f"{type(error).__name__}: {error}"
                 await record(exchange(status=None, response_body=None, error=last_error))
+                if create and not isinstance(error, aiohttp.ClientConnectorError):
+                    break  # it may have been acted on: never send a create twice
                 if attempt < attempts:
                     await asyncio.sleep(self.policy.delay(attempt))
                 continue
             response_text = raw.decode("utf-8", "replace")
             await record(exchange(status=result.status, response_body=response_text, error=None))
-            if result.status in RETRYABLE_STATUSES and attempt < attempts:
+            if result.status in retryable and attempt < attempts:
                 last_error = f"HTTP {result.status}"
                 await asyncio.sleep(self.policy.delay(attempt))
                 continue

@@ -21,6 +21,11 @@ adapters/providers/coincoin/states.py); the sandbox uses the status table's numb
 settlement, 1 completed) except that `partial` ends with the document's own example (state 1
 with half collected), so nothing downstream can come to rely on either numbering.
 
+CoinCoin documents no order query, no withdrawal and no balance endpoint, so the sandbox has
+none; `GET /_sandbox/payments/{ref}` shows an order as the sandbox holds it. The other
+`/_sandbox/` controls (request log, faults, scenarios, portal URL) are the shared ones of
+`adapters/sandbox/control.py`.
+
 Run it on loopback with an ephemeral port (aiohttp `TestServer`, or `web.AppRunner` +
 `TCPSite(port=0)`). Importing this module starts nothing.
 """
@@ -36,7 +41,6 @@ from dataclasses import dataclass, field
 from decimal import ROUND_DOWN, Decimal
 from typing import Any
 
-import aiohttp
 from aiohttp import web
 
 from adapters.providers.coincoin.protocol import (
@@ -51,6 +55,15 @@ from adapters.providers.coincoin.protocol import (
     sign,
 )
 from adapters.providers.http_client import dumps_exact
+from adapters.sandbox.control import (
+    ApiRoute,
+    ControlRefused,
+    SandboxSpec,
+    Scenarios,
+    json_response,
+    sandbox_app,
+)
+from adapters.sandbox.deliveries import Deliveries
 from ledger.money import loads_exact
 
 _HOUR_MILLISECONDS = 3_600_000
@@ -93,37 +106,40 @@ class _Order:
 class _State:
     config: SandboxConfig
     orders: dict[str, _Order] = field(default_factory=dict)
-    faults: dict[str, list[int]] = field(default_factory=dict)
-    requests: list[dict[str, str]] = field(default_factory=list)
     balances: list[dict[str, Any]] = field(default_factory=list)
 
 
 _STATE = web.AppKey("coincoin_state", _State)
+# The document's "API path" carries /v1 and its request example does not: both are served, and
+# a fault queued under either path (or create_payment) hits both.
+_CREATE_PATHS = (CREATE_ORDER_PATH, "/v1" + CREATE_ORDER_PATH)
+PAYMENT_SCENARIOS = frozenset(
+    {"full", "partial", "over", "expire_no_funds", "expire_with_funds", "late", "fail",
+     "multiple_deposits", "out_of_order", "duplicate"}
+)
 
 
 def create_sandbox_app(config: SandboxConfig) -> web.Application:
-    app = web.Application(middlewares=[_record_request])
-    app[_STATE] = _State(config)
-    for prefix in ("", "/v1"):
-        app.router.add_post(prefix + CREATE_ORDER_PATH, _create_order)
-    app.router.add_post("/_sandbox/payments/{ref}/scenario", _payment_scenario)
-    app.router.add_get("/_sandbox/payments/{ref}", _get_order)
-    app.router.add_post("/_sandbox/withdrawals/{ref}/scenario", _withdrawal_scenario)
-    app.router.add_post("/_sandbox/faults", _set_faults)
-    app.router.add_post("/_sandbox/expire_tokens", _expire_tokens)
-    app.router.add_get("/_sandbox/requests", _list_requests)
-    app.router.add_post("/_sandbox/balances", _set_balances)
-    app.router.add_post("/_sandbox/webhook_url", _set_webhook_url)
+    state = _State(config)
+    app = sandbox_app(
+        SandboxSpec(
+            provider="CoinCoin",
+            api=[
+                ApiRoute("POST", path, _create_order, "create_payment", aliases=_CREATE_PATHS)
+                for path in _CREATE_PATHS
+            ],
+            fault_answer=lambda status: _error(status, "sandbox fault"),
+            payments=Scenarios(PAYMENT_SCENARIOS, lambda ref, name: _payment(state, ref, name)),
+            withdrawals=None,
+            expire_tokens=_expire_tokens,
+            set_balances=lambda body: _set_balances(state, body),
+            has_portal=True,
+            portal_url=config.webhook_url,
+            controls=[("GET", "/_sandbox/payments/{ref}", _get_order)],
+        )
+    )
+    app[_STATE] = state
     return app
-
-
-@web.middleware
-async def _record_request(request: web.Request, handler: Any) -> web.StreamResponse:
-    # Only provider API calls are listed; the scenario controls are not CoinCoin's API.
-    if not request.path.startswith("/_sandbox/"):
-        request.app[_STATE].requests.append({"method": request.method, "path": request.path})
-    response: web.StreamResponse = await handler(request)
-    return response
 
 
 # --- provider API --------------------------------------------------------------------------------
@@ -131,9 +147,6 @@ async def _record_request(request: web.Request, handler: Any) -> web.StreamRespo
 
 async def _create_order(request: web.Request) -> web.Response:
     state = request.app[_STATE]
-    fault = _next_fault(state, CREATE_ORDER_PATH)
-    if fault is not None:
-        return _error(fault, "sandbox fault")
     refusal = _refuse_auth(request, state.config)
     if refusal:
         return _error(401, refusal)
@@ -257,26 +270,20 @@ def _part(amount: Decimal, fraction: str) -> Decimal:
     return (amount * Decimal(fraction)).quantize(Decimal("0.000001"), rounding=ROUND_DOWN)
 
 
-async def _payment_scenario(request: web.Request) -> web.Response:
-    state = request.app[_STATE]
-    order = state.orders.get(request.match_info["ref"])
+def _payment(state: _State, ref: str, name: str) -> Deliveries:
+    order = state.orders.get(ref)
     if order is None:
-        return _json({"error": "unknown payment"}, 404)
-    body = await _control_body(request)
-    steps = _scenario_steps(str(body.get("scenario", "")), order.price)
-    if steps is None:
-        return _json({"error": "unknown scenario"}, 400)
-    url = state.config.webhook_url
-    if not url:
-        return _json({"error": "no webhook URL is set in the portal"}, 409)
-    deliveries = []
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
-        for collected, order_state in steps:
-            text = dumps_exact(_webhook_body(order, state.config, collected, order_state))
-            deliveries.append(await _deliver(session, url, text))
+        raise ControlRefused(404, "unknown payment")
+    steps = _scenario_steps(name, order.price)
+    if steps is None:  # the names are checked before: a scenario listed but not written
+        raise ControlRefused(400, f"unknown scenario {name!r}")
+    bodies = [
+        dumps_exact(_webhook_body(order, state.config, collected, order_state))
+        for collected, order_state in steps
+    ]
     # The order ends as the provider would see it: the highest total and its state.
     order.collected, order.state = max(steps, key=lambda step: step[0])
-    return _json({"deliveries": deliveries})
+    return Deliveries(bodies)
 
 
 def _webhook_body(
@@ -303,17 +310,6 @@ def _webhook_body(
     }
 
 
-async def _deliver(session: aiohttp.ClientSession, url: str, text: str) -> dict[str, Any]:
-    try:
-        async with session.post(
-            url, data=text.encode(), headers={"Content-Type": "application/json"}
-        ) as response:
-            await response.read()
-            return {"status": response.status, "body": text}
-    except (aiohttp.ClientError, TimeoutError) as error:
-        return {"status": None, "body": text, "error": f"{type(error).__name__}: {error}"}
-
-
 async def _get_order(request: web.Request) -> web.Response:
     state = request.app[_STATE]
     order = state.orders.get(request.match_info["ref"])
@@ -322,76 +318,24 @@ async def _get_order(request: web.Request) -> web.Response:
     return _json({**_order_view(order, state.config), "collected": order.collected})
 
 
-async def _withdrawal_scenario(_request: web.Request) -> web.Response:
-    return _json({"error": "CoinCoin documents no withdrawals"}, 404)
-
-
 # --- controls ------------------------------------------------------------------------------------
 
 
-async def _set_faults(request: web.Request) -> web.Response:
-    """Accepts the operation as a path (/order/create, /v1/order/create) or as create_payment."""
-    body = await _control_body(request)
-    operation, statuses = body.get("operation"), body.get("statuses")
-    if not isinstance(operation, str) or not isinstance(statuses, list):
-        return _json({"error": "operation (string) and statuses (list) are required"}, 400)
-    key = _fault_key(operation)
-    if key is None:
-        return _json({"error": f"unknown operation {operation}"}, 400)
-    request.app[_STATE].faults[key] = [int(status) for status in statuses]
-    return _json({"operation": key, "statuses": statuses})
-
-
-def _fault_key(operation: str) -> str | None:
-    if operation in {"create_payment", CREATE_ORDER_PATH, "/v1" + CREATE_ORDER_PATH}:
-        return CREATE_ORDER_PATH
-    return None
-
-
-def _next_fault(state: _State, key: str) -> int | None:
-    pending = state.faults.get(key)
-    return pending.pop(0) if pending else None
-
-
-async def _expire_tokens(_request: web.Request) -> web.Response:
+def _expire_tokens(_body: dict[str, Any]) -> dict[str, Any]:
     # CoinCoin issues no tokens: every request is signed on its own, so nothing can expire.
-    return _json({"expired": 0, "note": "CoinCoin has no tokens; every request is signed"})
+    return {"expired": 0, "note": "CoinCoin has no tokens; every request is signed"}
 
 
-async def _list_requests(request: web.Request) -> web.Response:
-    return _json({"requests": request.app[_STATE].requests})
-
-
-async def _set_balances(request: web.Request) -> web.Response:
+def _set_balances(state: _State, body: dict[str, Any]) -> dict[str, Any]:
     """Stored and echoed only: CoinCoin documents no balance endpoint or balance webhook."""
-    body = await _control_body(request)
     balances = body.get("balances")
     if not isinstance(balances, list) or not all(isinstance(item, dict) for item in balances):
-        return _json({"error": "balances must be a list of objects"}, 400)
-    request.app[_STATE].balances = balances
-    return _json({"balances": balances, "reported": False})
-
-
-async def _set_webhook_url(request: web.Request) -> web.Response:
-    body = await _control_body(request)
-    url = body.get("webhook_url")
-    if not isinstance(url, str) or not url:
-        return _json({"error": "webhook_url is required"}, 400)
-    request.app[_STATE].config.webhook_url = url
-    return _json({"webhook_url": url})
+        raise ControlRefused(400, "balances must be a list of objects")
+    state.balances = balances
+    return {"balances": balances, "reported": False}
 
 
 # --- helpers -------------------------------------------------------------------------------------
-
-
-async def _control_body(request: web.Request) -> dict[str, Any]:
-    try:
-        body = loads_exact(await request.read() or b"{}")
-    except (ValueError, UnicodeDecodeError):
-        raise web.HTTPBadRequest(text="body is not JSON") from None
-    if not isinstance(body, dict):
-        raise web.HTTPBadRequest(text="body is not a JSON object")
-    return body
 
 
 def _now_milliseconds() -> int:
@@ -403,4 +347,4 @@ def _error(status: int, message: str) -> web.Response:
 
 
 def _json(payload: Any, status: int = 200) -> web.Response:
-    return web.Response(text=dumps_exact(payload), status=status, content_type="application/json")
+    return json_response(payload, status)

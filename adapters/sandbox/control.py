@@ -61,6 +61,8 @@ from ledger.money import loads_exact
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 
+    from aiohttp.typedefs import Middleware
+
     Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
     OperationOf = Callable[[web.Request], Awaitable[str]]
 
@@ -77,6 +79,7 @@ class ApiRoute:
     handler: Handler
     operation: str | OperationOf
     aliases: tuple[str, ...] = ()  # further names a fault may be queued under
+    operations_named: tuple[str, ...] = ()  # what a function `operation` may answer
 
 
 class ControlRefused(Exception):
@@ -111,7 +114,7 @@ class SandboxSpec:
     portal_url: str | None = None
     log_fields: Callable[[web.Request], Mapping[str, Any]] | None = None
     controls: Sequence[tuple[str, str, Handler]] = ()  # provider-specific extra controls
-    middlewares: Sequence[Any] = ()  # provider middlewares, inside the controls'
+    middlewares: Sequence[Middleware] = ()  # provider middlewares, inside the controls'
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,11 +166,7 @@ class Controls:
         if request.path.startswith(PREFIX):
             return await handler(request)
         route = self._route_of(request)
-        operation = None
-        if route is not None:
-            operation = route.operation
-            if not isinstance(operation, str):
-                operation = await operation(request)
+        operation = await self._operation(route, request) if route is not None else None
         names = [operation, *(route.aliases if route else ()), self._template(request)]
         fault = self.faults.take([name for name in [*names, request.path] if name])
         extra = self.spec.log_fields(request) if self.spec.log_fields else {}
@@ -179,6 +178,12 @@ class Controls:
         if fault is None:
             return await handler(request)
         return await self._inject(fault, request, handler)
+
+    @staticmethod
+    async def _operation(route: ApiRoute, request: web.Request) -> str:
+        if isinstance(route.operation, str):
+            return route.operation
+        return await route.operation(request)
 
     async def _inject(
         self, fault: Fault, request: web.Request, handler: Handler
@@ -211,10 +216,11 @@ class Controls:
         resource = request.match_info.route.resource
         return resource.canonical if resource is not None else None
 
-    async def _on_shutdown(self, _app: web.Application) -> None:
+    async def release_held(self, _app: web.Application) -> None:
+        """On shutdown, before aiohttp waits for the handlers still running."""
         self._closing.set()
 
-    async def _on_cleanup(self, _app: web.Application) -> None:
+    async def close(self, _app: web.Application) -> None:
         await self.webhooks.close()
 
 
@@ -226,8 +232,8 @@ def sandbox_app(spec: SandboxSpec) -> web.Application:
     controls = Controls(spec)
     app = web.Application(middlewares=[controls.middleware, *spec.middlewares])
     app[CONTROLS] = controls
-    app.on_shutdown.append(controls._on_shutdown)  # noqa: SLF001 - its own hooks
-    app.on_cleanup.append(controls._on_cleanup)  # noqa: SLF001
+    app.on_shutdown.append(controls.release_held)
+    app.on_cleanup.append(controls.close)
     for route in spec.api:
         app.router.add_route(route.method, route.path, route.handler)
     control_routes: list[tuple[str, str, Handler]] = [
@@ -244,9 +250,9 @@ def sandbox_app(spec: SandboxSpec) -> web.Application:
     if spec.has_portal:
         control_routes += [("POST", "webhook_url", _set_portal), ("POST", "portal", _set_portal)]
     for method, path, handler in control_routes:
-        app.router.add_route(method, PREFIX + path, handler)
+        app.router.add_route(method, PREFIX + path, _answering_refusals(handler))
     for method, path, handler in spec.controls:
-        app.router.add_route(method, path, handler)
+        app.router.add_route(method, path, _answering_refusals(handler))
     return app
 
 
@@ -266,10 +272,6 @@ async def control_body(request: web.Request) -> dict[str, Any]:
     return body
 
 
-def _refusal(refused: ControlRefused) -> web.Response:
-    return json_response({"error": refused.message, **refused.details}, refused.status)
-
-
 def _drop(request: web.Request) -> web.StreamResponse:
     """Closes the connection without an answer. aiohttp then fails to write the response it is
     handed and lets it go as a client that went away."""
@@ -280,30 +282,37 @@ def _drop(request: web.Request) -> web.StreamResponse:
 
 
 def _static_names(route: ApiRoute) -> list[str]:
-    named = [route.operation] if isinstance(route.operation, str) else []
+    named = (route.operation,) if isinstance(route.operation, str) else route.operations_named
     return [*named, *route.aliases, route.path]
 
 
 # --- control handlers -----------------------------------------------------------------------
 
 
+def _answering_refusals(handler: Handler) -> Handler:
+    """A control handler whose ControlRefused (and a fault body it cannot take) is answered
+    `{"error": ...}` with its status."""
+
+    async def answer(request: web.Request) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except ControlRefused as refused:
+            return json_response({"error": refused.message, **refused.details}, refused.status)
+        except FaultInvalid as invalid:
+            return json_response({"error": str(invalid)}, 400)
+
+    return answer
+
+
 async def _add_faults(request: web.Request) -> web.Response:
     controls = request.app[CONTROLS]
-    try:
-        body = await control_body(request)
-        name = body.get("operation")
-        if not isinstance(name, str) or not name:
-            raise ControlRefused(400, "operation (a string) is required")
-        if not name.startswith("/") and name not in controls.fault_names():
-            raise ControlRefused(
-                400, f"unknown operation {name!r}", known=controls.fault_names()
-            )
-        faults = parse_faults(body)
-    except ControlRefused as refused:
-        return _refusal(refused)
-    except FaultInvalid as invalid:
-        return json_response({"error": str(invalid)}, 400)
-    queued = controls.faults.add(name, faults)
+    body = await control_body(request)
+    name = body.get("operation")
+    if not isinstance(name, str) or not name:
+        raise ControlRefused(400, "operation (a string) is required")
+    if not name.startswith("/") and name not in controls.fault_names():
+        raise ControlRefused(400, f"unknown operation {name!r}", known=controls.fault_names())
+    queued = controls.faults.add(name, parse_faults(body))
     return json_response({"operation": name, "queued": [fault.to_json() for fault in queued]})
 
 
@@ -334,24 +343,18 @@ async def _payment_scenario(request: web.Request) -> web.Response:
 async def _withdrawal_scenario(request: web.Request) -> web.Response:
     controls = request.app[CONTROLS]
     if controls.spec.withdrawals is None:
-        message = f"{controls.spec.provider} documents no withdrawals"
-        return json_response({"error": message}, 404)
+        raise ControlRefused(404, f"{controls.spec.provider} documents no withdrawals")
     return await _run_scenario(request, controls.spec.withdrawals)
 
 
 async def _run_scenario(request: web.Request, scenarios: Scenarios) -> web.Response:
     controls = request.app[CONTROLS]
-    try:
-        name = (await control_body(request)).get("scenario")
-        if not isinstance(name, str) or name not in scenarios.names:
-            raise ControlRefused(
-                400, f"unknown scenario {name!r}", known=sorted(scenarios.names)
-            )
-        deliveries = scenarios.run(request.match_info["ref"], name)
-        if deliveries.bodies and not (deliveries.url or controls.portal_url):
-            raise ControlRefused(409, "no webhook URL configured: nothing was sent")
-    except ControlRefused as refused:
-        return _refusal(refused)
+    name = (await control_body(request)).get("scenario")
+    if not isinstance(name, str) or name not in scenarios.names:
+        raise ControlRefused(400, f"unknown scenario {name!r}", known=sorted(scenarios.names))
+    deliveries = scenarios.run(request.match_info["ref"], name)
+    if deliveries.bodies and not (deliveries.url or controls.portal_url):
+        raise ControlRefused(409, "no webhook URL configured: nothing was sent")
     return await _deliveries_answer(controls, deliveries)
 
 
@@ -364,18 +367,12 @@ async def _deliveries_answer(controls: Controls, deliveries: Deliveries) -> web.
 
 async def _expire_tokens(request: web.Request) -> web.Response:
     controls = request.app[CONTROLS]
-    try:
-        return json_response(controls.spec.expire_tokens(await control_body(request)))
-    except ControlRefused as refused:
-        return _refusal(refused)
+    return json_response(controls.spec.expire_tokens(await control_body(request)))
 
 
 async def _set_balances(request: web.Request) -> web.Response:
     controls = request.app[CONTROLS]
-    try:
-        answer = controls.spec.set_balances(await control_body(request))
-    except ControlRefused as refused:
-        return _refusal(refused)
+    answer = controls.spec.set_balances(await control_body(request))
     if isinstance(answer, Deliveries):
         return await _deliveries_answer(controls, answer)
     return json_response(answer)
@@ -384,11 +381,8 @@ async def _set_balances(request: web.Request) -> web.Response:
 async def _set_portal(request: web.Request) -> web.Response:
     """Sets the callback URL, as a merchant would in the provider's portal."""
     controls = request.app[CONTROLS]
-    try:
-        url = (await control_body(request)).get("webhook_url")
-    except ControlRefused as refused:
-        return _refusal(refused)
+    url = (await control_body(request)).get("webhook_url")
     if not isinstance(url, str) or not url:
-        return json_response({"error": "webhook_url is required"}, 400)
+        raise ControlRefused(400, "webhook_url is required")
     controls.portal_url = url
     return json_response({"webhook_url": url})

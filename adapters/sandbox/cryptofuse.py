@@ -12,8 +12,11 @@ Testnet amounts (USD) start webhooks by themselves shortly after the create answ
 234.56 full after `delayed_success_seconds`, 345.67 partial (50%), 456.78 overpaid (150%),
 567.89 expired, 678.90 failed.
 
-Test controls under `/_sandbox/` are not part of the provider's API; see `create_sandbox_app`.
-Importing this module starts nothing.
+The document offers no lookup of a payment by the merchant's `order_id`, nor of a withdrawal at
+all (only `POST /payments/status/` by `transaction_id`), so the sandbox has none.
+
+Test controls under `/_sandbox/` (request log, faults, scenarios) are the shared ones of
+`adapters/sandbox/control.py`; see `create_sandbox_app`. Importing this module starts nothing.
 """
 
 from __future__ import annotations
@@ -28,15 +31,25 @@ from datetime import UTC, datetime, timedelta
 from decimal import ROUND_DOWN, ROUND_HALF_UP, Decimal
 from typing import TYPE_CHECKING, Any
 
-import aiohttp
 from aiohttp import web
 
 from adapters.providers.cryptofuse.webhooks import sign
 from adapters.providers.http_client import dumps_exact
+from adapters.sandbox.control import (
+    CONTROLS,
+    ApiRoute,
+    ControlRefused,
+    SandboxSpec,
+    Scenarios,
+    sandbox_app,
+)
+from adapters.sandbox.deliveries import Deliveries
 from ledger.money import loads_exact, to_decimal
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, Coroutine, Mapping
+    from collections.abc import Awaitable, Callable, Mapping
+
+    from adapters.sandbox.deliveries import WebhookSender
 
 # currency -> (blockchain, token, USD per unit). The sandbox's rates are fixed.
 _CURRENCIES: dict[str, tuple[str, str, Decimal]] = {
@@ -70,20 +83,6 @@ PAYMENT_SCENARIOS = (
     "out_of_order",
 )
 WITHDRAWAL_SCENARIOS = ("processing", "completed", "failed", "manual_review")
-
-# Operation names a test may give `/_sandbox/faults` instead of a path.
-_OPERATION_PATHS = {
-    "login": "/o/token/",
-    "token": "/o/token/",
-    "create_payment": "/payments/",
-    "query_payment": "/payments/status/",
-    "payment_status": "/payments/status/",
-    "fetch_balances": "/user/balances/",
-    "balances": "/user/balances/",
-    "validate_address": "/withdrawal/validate-address/",
-    "estimate_withdrawal": "/withdrawal/estimate/",
-    "create_withdrawal": "/withdrawal/",
-}
 
 _CONFIRMED = 20  # what the document's "completed" examples show
 _EIGHT_PLACES = Decimal("1e-8")
@@ -229,10 +228,6 @@ class _Sandbox:
         self.payments: dict[str, _Payment] = {}
         self.withdrawals: dict[str, _Withdrawal] = {}
         self.balances = {code: _Balance(amount) for code, amount in config.initial_balances.items()}
-        self.faults: dict[str, list[int]] = {}
-        self.requests: list[dict[str, str]] = []
-        self.tasks: set[asyncio.Task[None]] = set()
-        self._session: aiohttp.ClientSession | None = None
 
     # ------------------------------------------------------------------ plumbing
 
@@ -242,11 +237,6 @@ class _Sandbox:
         request: web.Request,
         handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
     ) -> web.StreamResponse:
-        if not request.path.startswith("/_sandbox/"):
-            self.requests.append({"method": request.method, "path": request.path})
-            queued = self.faults.get(request.path)
-            if queued:
-                return web.json_response({"detail": "sandbox fault"}, status=queued.pop(0))
         try:
             return await handler(request)
         except _RequestInvalid as error:
@@ -258,39 +248,6 @@ class _Sandbox:
             return False
         expires = self.tokens.get(token)
         return expires is not None and time.monotonic() < expires
-
-    async def close(self, _app: web.Application) -> None:
-        for task in self.tasks:
-            task.cancel()
-        await asyncio.gather(*self.tasks, return_exceptions=True)
-        if self._session is not None:
-            await self._session.close()
-
-    async def deliver(self, url: str | None, body: str) -> dict[str, Any]:
-        """POSTs one signed webhook; returns what the receiver answered."""
-        if url is None:
-            return {"status": None, "body": body, "error": "no callback_url"}
-        if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10))
-        raw = body.encode("utf-8")
-        headers = {
-            "Content-Type": "application/json",
-            "X-Webhook-Signature": sign(raw, self.config.webhook_secret),
-        }
-        try:
-            async with self._session.post(url, data=raw, headers=headers) as response:
-                await response.read()
-                return {"status": response.status, "body": body}
-        except (aiohttp.ClientError, TimeoutError) as error:
-            return {"status": None, "body": body, "error": f"{type(error).__name__}: {error}"}
-
-    async def deliver_all(self, url: str | None, bodies: list[str]) -> list[dict[str, Any]]:
-        return [await self.deliver(url, body) for body in bodies]
-
-    def in_background(self, work: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.get_running_loop().create_task(work)
-        self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
 
     # ------------------------------------------------------------------ auth
 
@@ -351,7 +308,8 @@ class _Sandbox:
         if self.config.testnet_amounts and price_currency == "USD":
             scenario = _TESTNET_SCENARIOS.get(amount)
             if scenario is not None:
-                self.in_background(self.testnet_flow(payment, scenario))
+                webhooks = request.app[CONTROLS].webhooks
+                webhooks.in_background(self.testnet_flow(webhooks, payment, scenario))
         return web.json_response(
             {
                 "transaction_id": payment.transaction_id,
@@ -368,13 +326,15 @@ class _Sandbox:
             status=201,
         )
 
-    async def testnet_flow(self, payment: _Payment, scenario: str) -> None:
+    async def testnet_flow(
+        self, webhooks: WebhookSender, payment: _Payment, scenario: str
+    ) -> None:
         delay = self.config.testnet_start_delay_seconds
         if scenario == "delayed_full":
             scenario = "full"
             delay += self.config.delayed_success_seconds
         await asyncio.sleep(delay)
-        await self.deliver_all(payment.callback_url, self.payment_bodies(payment, scenario))
+        await webhooks.send(payment.callback_url, self.payment_bodies(payment, scenario))
 
     async def payment_status(self, request: web.Request) -> web.Response:
         if not self.authorized(request):
@@ -549,19 +509,11 @@ class _Sandbox:
                 payment.credited.add(deposit.deposit_id)
                 balance.amount += deposit.amount
 
-    async def payment_scenario(self, request: web.Request) -> web.Response:
-        payment = self.payments.get(request.match_info["ref"])
+    def payment_scenario(self, ref: str, scenario: str) -> Deliveries:
+        payment = self.payments.get(ref)
         if payment is None:
-            return web.json_response({"error": "unknown payment"}, status=404)
-        scenario = (await _json_object(request)).get("scenario")
-        if scenario not in PAYMENT_SCENARIOS:
-            return web.json_response(
-                {"error": f"unknown scenario {scenario!r}", "known": list(PAYMENT_SCENARIOS)},
-                status=400,
-            )
-        bodies = self.payment_bodies(payment, str(scenario))
-        deliveries = await self.deliver_all(payment.callback_url, bodies)
-        return web.json_response({"deliveries": deliveries})
+            raise ControlRefused(404, "unknown payment")
+        return Deliveries(self.payment_bodies(payment, scenario), url=payment.callback_url)
 
     # ------------------------------------------------------------------ balances, withdrawals
 
@@ -692,18 +644,12 @@ class _Sandbox:
         if withdrawal.status == "failed":
             balance.amount += withdrawal.requested
 
-    async def withdrawal_scenario(self, request: web.Request) -> web.Response:
-        withdrawal = self.withdrawals.get(request.match_info["ref"])
+    def withdrawal_scenario(self, ref: str, scenario: str) -> Deliveries:
+        withdrawal = self.withdrawals.get(ref)
         if withdrawal is None:
-            return web.json_response({"error": "unknown withdrawal"}, status=404)
-        scenario = (await _json_object(request)).get("scenario")
-        if scenario not in WITHDRAWAL_SCENARIOS:
-            return web.json_response(
-                {"error": f"unknown scenario {scenario!r}", "known": list(WITHDRAWAL_SCENARIOS)},
-                status=400,
-            )
+            raise ControlRefused(404, "unknown withdrawal")
         if withdrawal.status in {"completed", "failed"}:
-            return web.json_response({"error": f"withdrawal is {withdrawal.status}"}, status=409)
+            raise ControlRefused(409, f"withdrawal is {withdrawal.status}")
         note = None
         bodies = []
         if withdrawal.status == "pending" and scenario in {"completed", "manual_review"}:
@@ -712,40 +658,20 @@ class _Sandbox:
             # The document has no review state: a withdrawal held for review shows "processing".
             note = "cryptofuse documents no manual review state; sent processing instead"
         else:
-            bodies.append(self.withdrawal_body(withdrawal, str(scenario)))
+            bodies.append(self.withdrawal_body(withdrawal, scenario))
         if withdrawal.status in {"completed", "failed"}:
             self.settle_withdrawal(withdrawal)
-        deliveries = await self.deliver_all(withdrawal.callback_url, bodies)
-        answer: dict[str, Any] = {"deliveries": deliveries}
-        if note:
-            answer["note"] = note
-        return web.json_response(answer)
+        return Deliveries(bodies, url=withdrawal.callback_url, note=note)
 
     # ------------------------------------------------------------------ test controls
 
-    async def add_faults(self, request: web.Request) -> web.Response:
-        body = await _json_object(request)
-        operation = str(body.get("operation", ""))
-        statuses = body.get("statuses")
-        if not isinstance(statuses, list) or not all(isinstance(s, int) for s in statuses):
-            raise _RequestInvalid("invalid_request", "statuses must be a list of integers")
-        path = operation if operation.startswith("/") else _OPERATION_PATHS.get(operation)
-        if path is None:
-            raise _RequestInvalid("invalid_request", f"unknown operation {operation!r}")
-        self.faults.setdefault(path, []).extend(statuses)
-        return web.json_response({"path": path, "queued": self.faults[path]})
-
-    async def expire_tokens(self, _request: web.Request) -> web.Response:
+    def expire_tokens(self, _body: dict[str, Any]) -> dict[str, Any]:
         count = len(self.tokens)
         self.tokens.clear()
-        return web.json_response({"expired": count})
+        return {"expired": count}
 
-    async def received_requests(self, _request: web.Request) -> web.Response:
-        return web.json_response({"requests": self.requests})
-
-    async def set_balances(self, request: web.Request) -> web.Response:
+    def set_balances(self, body: dict[str, Any]) -> dict[str, Any]:
         """`{"balances": {"USDTTRC20": {"amount": "1000", "pending_amount": "0"}}}`."""
-        body = await _json_object(request)
         balances = body.get("balances")
         if not isinstance(balances, dict):
             raise _RequestInvalid("invalid_request", "balances must be an object")
@@ -760,7 +686,7 @@ class _Sandbox:
                 raise _RequestInvalid("invalid_request", message) from None
             self.balances[str(code)] = _Balance(amount, pending)
         # The document has no balance webhook: balances are reported by GET /user/balances/.
-        return web.json_response(self.balances_document())
+        return self.balances_document()
 
 
 def _unauthorized() -> web.Response:
@@ -775,28 +701,47 @@ SANDBOX_KEY = web.AppKey("cryptofuse_sandbox", _Sandbox)
 
 
 def create_sandbox_app(config: SandboxConfig | None = None) -> web.Application:
-    """The provider's endpoints plus test controls:
-
-    - `POST /_sandbox/payments/{ref}/scenario` `{"scenario": NAME}` -> `{"deliveries": [...]}`
-    - `POST /_sandbox/withdrawals/{ref}/scenario` `{"scenario": NAME}`
-    - `POST /_sandbox/faults` `{"operation": "create_payment" | "/payments/", "statuses": [503]}`
-    - `POST /_sandbox/expire_tokens`, `GET /_sandbox/requests`, `POST /_sandbox/balances`
-    """
+    """The provider's endpoints behind the shared `/_sandbox/` controls. Fault operations:
+    login (token), create_payment, query_payment (payment_status), fetch_balances (balances),
+    validate_address, estimate_withdrawal, create_withdrawal, or a path."""
     sandbox = _Sandbox(config or SandboxConfig())
-    app = web.Application(middlewares=[sandbox.middleware])
+    app = sandbox_app(
+        SandboxSpec(
+            provider="cryptofuse",
+            api=[
+                ApiRoute("POST", "/o/token/", sandbox.issue_token, "login", ("token",)),
+                ApiRoute("POST", "/payments/", sandbox.create_payment, "create_payment"),
+                ApiRoute(
+                    "POST", "/payments/status/", sandbox.payment_status, "query_payment",
+                    ("payment_status",),
+                ),
+                ApiRoute(
+                    "GET", "/user/balances/", sandbox.user_balances, "fetch_balances",
+                    ("balances",),
+                ),
+                ApiRoute(
+                    "POST", "/withdrawal/validate-address/", sandbox.validate_address,
+                    "validate_address",
+                ),
+                ApiRoute(
+                    "POST", "/withdrawal/estimate/", sandbox.estimate_withdrawal,
+                    "estimate_withdrawal",
+                ),
+                ApiRoute("POST", "/withdrawal/", sandbox.create_withdrawal, "create_withdrawal"),
+            ],
+            fault_answer=lambda status: web.json_response(
+                {"detail": "sandbox fault"}, status=status
+            ),
+            payments=Scenarios(PAYMENT_SCENARIOS, sandbox.payment_scenario),
+            withdrawals=Scenarios(WITHDRAWAL_SCENARIOS, sandbox.withdrawal_scenario),
+            expire_tokens=sandbox.expire_tokens,
+            set_balances=sandbox.set_balances,
+            sign=lambda raw: {
+                "Content-Type": "application/json",
+                "X-Webhook-Signature": sign(raw, sandbox.config.webhook_secret),
+            },
+            middlewares=[sandbox.middleware],
+        )
+    )
     app[SANDBOX_KEY] = sandbox
-    app.on_cleanup.append(sandbox.close)
-    app.router.add_post("/o/token/", sandbox.issue_token)
-    app.router.add_post("/payments/", sandbox.create_payment)
-    app.router.add_post("/payments/status/", sandbox.payment_status)
-    app.router.add_get("/user/balances/", sandbox.user_balances)
-    app.router.add_post("/withdrawal/validate-address/", sandbox.validate_address)
-    app.router.add_post("/withdrawal/estimate/", sandbox.estimate_withdrawal)
-    app.router.add_post("/withdrawal/", sandbox.create_withdrawal)
-    app.router.add_post("/_sandbox/payments/{ref}/scenario", sandbox.payment_scenario)
-    app.router.add_post("/_sandbox/withdrawals/{ref}/scenario", sandbox.withdrawal_scenario)
-    app.router.add_post("/_sandbox/faults", sandbox.add_faults)
-    app.router.add_post("/_sandbox/expire_tokens", sandbox.expire_tokens)
-    app.router.add_get("/_sandbox/requests", sandbox.received_requests)
-    app.router.add_post("/_sandbox/balances", sandbox.set_balances)
     return app

@@ -62,7 +62,7 @@ def parse_faults(body: dict[str, Any]) -> list[Fault]:
             raise FaultInvalid("statuses must be a list of HTTP statuses")
         return [Fault(FaultKind.STATUS, status=_status(status)) for status in statuses]
     try:
-        kind = FaultKind(body.get("kind"))
+        kind = FaultKind(str(body.get("kind")))
     except ValueError:
         known = ", ".join(kind.value for kind in FaultKind)
         raise FaultInvalid(f"kind must be one of {known} (or give statuses)") from None

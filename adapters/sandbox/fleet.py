@@ -35,82 +35,73 @@ class SandboxControlFailed(RuntimeError):
 
 @dataclass(frozen=True, slots=True)
 class _SandboxKind:
+    """How to run one provider's sandbox from the ledger's table for it."""
+
     credential_keys: tuple[str, ...]  # the keys of the ledger's table besides base_url
-    create_app: Callable[[Mapping[str, str]], web.Application]
-    # The sandbox control that sets the callback URL of a provider that takes it once, in its
-    # portal; None where the ledger sends a callback URL with every request.
-    portal_webhook_control: str | None
+    sandbox_config: Callable[..., Any]  # the sandbox module's SandboxConfig
+    create_app: Callable[[Any], web.Application]  # ... and its create_sandbox_app
+    # Whether the callback URL is set once, in the provider's portal (the sandbox's
+    # `/_sandbox/webhook_url`), rather than sent by the ledger with every request.
+    has_portal: bool
+    # The table keys the sandbox itself knows (CoinCoin's webhook_token is the ledger's alone:
+    # it travels in the callback URL); None: all of credential_keys.
+    sandbox_keys: tuple[str, ...] | None = None
+    fresh_options: Callable[[], dict[str, Any]] = dict  # further SandboxConfig values per start
+
+    def create(self, table: Mapping[str, str]) -> web.Application:
+        keys = self.credential_keys if self.sandbox_keys is None else self.sandbox_keys
+        options = {key: table[key] for key in keys} | self.fresh_options()
+        return self.create_app(self.sandbox_config(**options))
 
 
-def _coinpay_app(table: Mapping[str, str]) -> web.Application:
-    config = coinpay.SandboxConfig(
-        username=table["username"],
-        password=table["password"],
-        webhook_secret=table["webhook_secret"],
-    )
-    return coinpay.create_sandbox_app(config)
-
-
-def _coincoin_app(table: Mapping[str, str]) -> web.Application:
-    # The webhook_token is the ledger's alone: it travels in the callback URL, not in a header.
-    config = coincoin.SandboxConfig(app_id=table["app_id"], secret_key=table["secret_key"])
-    return coincoin.create_sandbox_app(config)
-
-
-def _cryptofuse_app(table: Mapping[str, str]) -> web.Application:
-    config = cryptofuse.SandboxConfig(
-        client_id=table["client_id"],
-        client_secret=table["client_secret"],
-        webhook_secret=table["webhook_secret"],
-    )
-    return cryptofuse.create_sandbox_app(config)
-
-
-def _payment_engine_app(table: Mapping[str, str]) -> web.Application:
-    config = payment_engine.SandboxConfig(
-        username=table["username"],
-        password=table["password"],
-        webhook_secret=table["webhook_secret"],
-    )
-    return payment_engine.create_sandbox_app(config)
-
-
-def _lipaykripto_app(table: Mapping[str, str]) -> web.Application:
-    config = lipaykripto.SandboxConfig(
-        client_id=table["client_id"],
-        client_secret=table["client_secret"],
-        hmac_secret=table["hmac_secret"],
-    )
-    app = lipaykripto.create_sandbox_app(config)
+def _fresh_counters() -> dict[str, Any]:
     # LiPayKripto's ids are counters (from 505 and 123, the document's examples), and the ledger
     # claims each provider id once: a restarted sandbox in front of a ledger database that
     # outlived it would hand out ids that earlier payments hold: each start counts from a random
     # point instead.
-    state = app[lipaykripto.STATE]
-    state.next_payment_id = _fresh_counter_start()
-    state.next_withdraw_id = _fresh_counter_start()
-    return app
+    return {
+        "first_payment_request_id": _fresh_counter_start(),
+        "first_withdraw_id": _fresh_counter_start(),
+    }
 
 
 def _fresh_counter_start() -> int:
     return 1_000_000 + secrets.randbelow(1_000_000_000)
 
 
+_PORTAL_CONTROL = "/_sandbox/webhook_url"
 _KINDS: dict[str, _SandboxKind] = {
     "coinpay": _SandboxKind(
-        ("username", "password", "webhook_secret"), _coinpay_app, "/_sandbox/webhook_url"
+        ("username", "password", "webhook_secret"),
+        coinpay.SandboxConfig,
+        coinpay.create_sandbox_app,
+        has_portal=True,
     ),
     "coincoin": _SandboxKind(
-        ("app_id", "secret_key", "webhook_token"), _coincoin_app, "/_sandbox/webhook_url"
+        ("app_id", "secret_key", "webhook_token"),
+        coincoin.SandboxConfig,
+        coincoin.create_sandbox_app,
+        has_portal=True,
+        sandbox_keys=("app_id", "secret_key"),
     ),
     "cryptofuse": _SandboxKind(
-        ("client_id", "client_secret", "webhook_secret"), _cryptofuse_app, None
+        ("client_id", "client_secret", "webhook_secret"),
+        cryptofuse.SandboxConfig,
+        cryptofuse.create_sandbox_app,
+        has_portal=False,
     ),
     "payment_engine": _SandboxKind(
-        ("username", "password", "webhook_secret"), _payment_engine_app, "/_sandbox/portal"
+        ("username", "password", "webhook_secret"),
+        payment_engine.SandboxConfig,
+        payment_engine.create_sandbox_app,
+        has_portal=True,
     ),
     "lipaykripto": _SandboxKind(
-        ("client_id", "client_secret", "hmac_secret"), _lipaykripto_app, None
+        ("client_id", "client_secret", "hmac_secret"),
+        lipaykripto.SandboxConfig,
+        lipaykripto.create_sandbox_app,
+        has_portal=False,
+        fresh_options=_fresh_counters,
     ),
 }
 assert set(_KINDS) == set(PROVIDER_IDS)
@@ -124,7 +115,7 @@ class RunningSandbox:
 
     @property
     def takes_callback_per_request(self) -> bool:
-        return _KINDS[self.provider].portal_webhook_control is None
+        return not _KINDS[self.provider].has_portal
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,12 +135,12 @@ class SandboxFleet:
         targets: dict[str, str | None] = {}
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:
             for provider, sandbox in self.sandboxes.items():
-                control = _KINDS[provider].portal_webhook_control
-                if control is None:
-                    targets[provider] = None
+                targets[provider] = None
+                if sandbox.takes_callback_per_request:
                     continue
                 url = settings.webhook_url(provider, sandbox.table.get("webhook_token"))
-                async with http.post(sandbox.url + control, json={"webhook_url": url}) as reply:
+                control = sandbox.url + _PORTAL_CONTROL
+                async with http.post(control, json={"webhook_url": url}) as reply:
                     if reply.status != 200:
                         detail = await reply.text()
                         raise SandboxControlFailed(f"{provider} {control}: {reply.status} {detail}")
@@ -209,7 +200,7 @@ async def sandbox_fleet(
             # exist before the app does: build the table with a placeholder, then fix its URL.
             table = sandbox_table(provider, "", credentials.get(provider))
             url = await stack.enter_async_context(
-                _serve(_KINDS[provider].create_app(table), host, ports.get(provider, 0))
+                _serve(_KINDS[provider].create(table), host, ports.get(provider, 0))
             )
             table["base_url"] = url
             running[provider] = RunningSandbox(provider, url, table)

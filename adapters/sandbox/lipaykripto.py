@@ -11,10 +11,12 @@ Provider API (POST only; any other method gets 405, as the document warns):
   amount written with two decimals (401 Invalid signature on mismatch).
 Webhooks are unsigned JSON POSTed to the URL given with each payment or withdrawal.
 
-Sandbox controls (not the provider's API): /_sandbox/payments/{ref}/scenario,
-/_sandbox/withdrawals/{ref}/scenario, /_sandbox/faults, /_sandbox/expire_tokens,
-/_sandbox/requests, /_sandbox/balances. The sandbox is written from the document, not from the
-adapter, so that a misreading in one is caught by the other.
+The document offers no query of any kind (no payment or withdrawal status, no lookup by
+paymentId or requestId, no balance), so the sandbox has none.
+
+Sandbox controls (not the provider's API) are the shared ones of `adapters/sandbox/control.py`:
+request log, faults, scenarios, expire_tokens, balances. The sandbox is written from the
+document, not from the adapter, so that a misreading in one is caught by the other.
 """
 
 from __future__ import annotations
@@ -29,9 +31,16 @@ from datetime import datetime
 from decimal import ROUND_DOWN, Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any
 
-import aiohttp
 from aiohttp import web
 
+from adapters.sandbox.control import (
+    ApiRoute,
+    ControlRefused,
+    SandboxSpec,
+    Scenarios,
+    sandbox_app,
+)
+from adapters.sandbox.deliveries import Deliveries
 from ledger.money import loads_exact
 
 if TYPE_CHECKING:
@@ -42,14 +51,6 @@ PAYMENT_PATH = "/api/external-payment-request"
 WITHDRAW_PATH = "/api/withdraw"
 COIN_TYPES = frozenset({"TRX", "USDT", "ETH"})
 CENT = Decimal("0.01")
-# Fault injection accepts the path or the client's operation name.
-OPERATION_PATHS = {
-    "login": LOGIN_PATH,
-    "token": LOGIN_PATH,
-    "create_payment": PAYMENT_PATH,
-    "create_withdrawal": WITHDRAW_PATH,
-    "withdraw": WITHDRAW_PATH,
-}
 FAULT_MESSAGES = {
     401: "Invalid token",
     429: "Too many requests",
@@ -94,6 +95,9 @@ class SandboxConfig:
     hmac_secret: str
     token_lifetime_seconds: int = 3600
     single_use_tokens: bool = True
+    # The document's example ids; a fleet starts elsewhere (see adapters/sandbox/fleet.py).
+    first_payment_request_id: int = 505
+    first_withdraw_id: int = 123
 
 
 @dataclass(slots=True)
@@ -128,43 +132,53 @@ class _State:
     tokens: dict[str, _Token] = field(default_factory=dict)
     payments: dict[int, _Payment] = field(default_factory=dict)
     withdrawals: dict[int, _Withdrawal] = field(default_factory=dict)
-    faults: dict[str, list[int]] = field(default_factory=dict)
-    requests: list[dict[str, str]] = field(default_factory=list)
     balances: Any = None
-    next_payment_id: int = 505
-    next_withdraw_id: int = 123
+    next_payment_id: int = 0
+    next_withdraw_id: int = 0
+
+    def __post_init__(self) -> None:
+        self.next_payment_id = self.config.first_payment_request_id
+        self.next_withdraw_id = self.config.first_withdraw_id
 
 
 STATE = web.AppKey("lipaykripto_state", _State)
 
 
 def create_sandbox_app(config: SandboxConfig) -> web.Application:
-    app = web.Application(middlewares=[_record_and_inject_faults])
-    app[STATE] = _State(config)
-    # Only POST is routed, so aiohttp answers 405 to every other method, as LiPayKripto does.
-    app.router.add_post(LOGIN_PATH, _issue_token)
-    app.router.add_post(PAYMENT_PATH, _create_payment)
-    app.router.add_post(WITHDRAW_PATH, _create_withdrawal)
-    app.router.add_post("/_sandbox/payments/{ref}/scenario", _run_payment_scenario)
-    app.router.add_post("/_sandbox/withdrawals/{ref}/scenario", _run_withdrawal_scenario)
-    app.router.add_post("/_sandbox/faults", _set_faults)
-    app.router.add_post("/_sandbox/expire_tokens", _expire_tokens)
-    app.router.add_get("/_sandbox/requests", _list_requests)
-    app.router.add_post("/_sandbox/balances", _set_balances)
+    state = _State(config)
+    app = sandbox_app(
+        SandboxSpec(
+            provider="LiPayKripto",
+            # Only POST is routed, so aiohttp answers 405 to every other method, as LiPayKripto
+            # does.
+            api=[
+                ApiRoute("POST", LOGIN_PATH, _issue_token, "login", ("token",)),
+                ApiRoute("POST", PAYMENT_PATH, _create_payment, "create_payment"),
+                ApiRoute("POST", WITHDRAW_PATH, _create_withdrawal, "create_withdrawal",
+                         ("withdraw",)),
+            ],
+            fault_answer=lambda status: _json(
+                {"success": False, "error": FAULT_MESSAGES.get(status, "Server error")}, status
+            ),
+            payments=Scenarios(
+                frozenset(PAYMENT_SCENARIOS), lambda ref, name: _payment(state, ref, name)
+            ),
+            withdrawals=Scenarios(
+                frozenset(WITHDRAWAL_SCENARIOS), lambda ref, name: _withdrawal(state, ref, name)
+            ),
+            expire_tokens=lambda _body: _expire_tokens(state),
+            set_balances=lambda body: _set_balances(state, body),
+            middlewares=[_method_not_allowed],
+        )
+    )
+    app[STATE] = state
     return app
 
 
 @web.middleware
-async def _record_and_inject_faults(
+async def _method_not_allowed(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
 ) -> web.StreamResponse:
-    state = request.app[STATE]
-    state.requests.append({"method": request.method, "path": request.path})
-    pending = state.faults.get(request.path)
-    if pending and not request.path.startswith("/_sandbox/"):
-        status = pending.pop(0)
-        message = FAULT_MESSAGES.get(status, "Server error")
-        return _json({"success": False, "error": message}, status)
     try:
         return await handler(request)
     except web.HTTPMethodNotAllowed:
@@ -261,16 +275,11 @@ async def _create_withdrawal(request: web.Request) -> web.Response:
                                             "status": withdrawal.status}})
 
 
-async def _run_payment_scenario(request: web.Request) -> web.Response:
-    state = request.app[STATE]
-    payment = _find_payment(state, request.match_info["ref"])
+def _payment(state: _State, ref: str, scenario: str) -> Deliveries:
+    payment = _find_payment(state, ref)
     if payment is None:
-        return _json({"error": "unknown payment"}, 404)
-    scenario = await _scenario_name(request)
-    if scenario not in PAYMENT_SCENARIOS:
-        return _json({"error": f"unknown scenario {scenario!r}"}, 400)
-    bodies = _payment_bodies(state.config, payment, scenario)
-    return _json({"deliveries": await _deliver(payment.webhook_url, bodies)})
+        raise ControlRefused(404, "unknown payment")
+    return Deliveries(_payment_bodies(state.config, payment, scenario), url=payment.webhook_url)
 
 
 def _payment_bodies(config: SandboxConfig, payment: _Payment, scenario: str) -> list[str]:
@@ -289,18 +298,14 @@ def _payment_bodies(config: SandboxConfig, payment: _Payment, scenario: str) -> 
     return bodies
 
 
-async def _run_withdrawal_scenario(request: web.Request) -> web.Response:
-    state = request.app[STATE]
-    withdrawal = _find_withdrawal(state, request.match_info["ref"])
+def _withdrawal(state: _State, ref: str, scenario: str) -> Deliveries:
+    withdrawal = _find_withdrawal(state, ref)
     if withdrawal is None:
-        return _json({"error": "unknown withdrawal"}, 404)
-    scenario = await _scenario_name(request)
-    if scenario not in WITHDRAWAL_SCENARIOS:
-        return _json({"error": f"unknown scenario {scenario!r}"}, 400)
+        raise ControlRefused(404, "unknown withdrawal")
     status = WITHDRAWAL_SCENARIOS[scenario]
     if status is None:
         # "processing" has no word in the document: the withdrawal stays pending, silently.
-        return _json({"deliveries": []})
+        return Deliveries([])
     withdrawal.status = status
     body = _render_object([
         # The document shows success: true beside "confirmed" and says nothing for the other
@@ -311,39 +316,19 @@ async def _run_withdrawal_scenario(request: web.Request) -> web.Response:
         ("tryAmount", withdrawal.try_amount),
         ("requestId", withdrawal.request_id),
     ])
-    return _json({"deliveries": await _deliver(withdrawal.webhook_url, [body])})
+    return Deliveries([body], url=withdrawal.webhook_url)
 
 
-async def _set_faults(request: web.Request) -> web.Response:
-    state = request.app[STATE]
-    body = await _json_body(request) or {}
-    operation = body.get("operation")
-    statuses = body.get("statuses")
-    if not isinstance(operation, str) or not isinstance(statuses, list) or not all(
-        isinstance(status, int) and not isinstance(status, bool) for status in statuses
-    ):
-        return _json({"error": "expected {operation: str, statuses: [int]}"}, 400)
-    path = OPERATION_PATHS.get(operation, operation)
-    state.faults.setdefault(path, []).extend(statuses)
-    return _json({"operation": path, "pending": state.faults[path]})
-
-
-async def _expire_tokens(request: web.Request) -> web.Response:
-    state = request.app[STATE]
+def _expire_tokens(state: _State) -> dict[str, Any]:
     for token in state.tokens.values():
         token.expires_at = 0.0
-    return _json({"expired": len(state.tokens)})
+    return {"expired": len(state.tokens)}
 
 
-async def _list_requests(request: web.Request) -> web.Response:
-    return _json({"requests": request.app[STATE].requests})
-
-
-async def _set_balances(request: web.Request) -> web.Response:
-    state = request.app[STATE]
-    state.balances = await _json_body(request)
+def _set_balances(state: _State, body: dict[str, Any]) -> dict[str, Any]:
+    state.balances = body
     # LiPayKripto documents neither a balance endpoint nor a balance webhook: kept, never reported.
-    return _json({"balances": state.balances, "reported": False})
+    return {"balances": state.balances, "reported": False}
 
 
 def _spend_token(state: _State, authorization: str) -> bool:
@@ -370,28 +355,6 @@ def _find_withdrawal(state: _State, ref: str) -> _Withdrawal | None:
     if ref.isdigit() and int(ref) in state.withdrawals:
         return state.withdrawals[int(ref)]
     return next((w for w in state.withdrawals.values() if w.request_id == ref), None)
-
-
-async def _deliver(url: str, bodies: list[str]) -> list[dict[str, Any]]:
-    """POSTs each body in turn and reports what the receiver answered."""
-    results: list[dict[str, Any]] = []
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
-        for body in bodies:
-            try:
-                async with session.post(
-                    url, data=body.encode(), headers={"Content-Type": "application/json"}
-                ) as response:
-                    await response.read()
-                    results.append({"status": response.status, "body": body})
-            except (aiohttp.ClientError, TimeoutError) as error:
-                results.append({"status": None, "body": body, "error": str(error)})
-    return results
-
-
-async def _scenario_name(request: web.Request) -> str:
-    body = await _json_body(request) or {}
-    name = body.get("scenario")
-    return name if isinstance(name, str) else ""
 
 
 async def _json_body(request: web.Request) -> dict[str, Any] | None:

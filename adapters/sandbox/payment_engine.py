@@ -19,6 +19,12 @@ What the scenarios send instead (an interpretation, reported to the ledger's iss
 Transaction events carry the transaction's own documented fields (`fromAccountId`,
 `toAccountId`, `paymentTypeId`, `status`) in `data` so that a receiver can tell a withdrawal
 (money leaving the merchant account) from a payment.
+
+`GET /api/v1/transactions` appears in the guide (its auth examples) without its filters or its
+answer. The sandbox's reading: each query parameter filters on the transaction field of that
+name (`externalReference`, `fromAccountId`, `toAccountId`, `status`, ...), and the answer is a
+JSON array of transactions, oldest first. The `/_sandbox/` controls (request log, faults,
+scenarios, portal URL) are the shared ones of `adapters/sandbox/control.py`.
 """
 
 from __future__ import annotations
@@ -28,17 +34,24 @@ import hmac
 import secrets
 import time
 import uuid
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import ROUND_DOWN, Decimal
 from typing import Any
 
-import aiohttp
 from aiohttp import web
 
 from adapters.providers.http_client import dumps_exact
+from adapters.sandbox.control import (
+    ApiRoute,
+    ControlRefused,
+    SandboxSpec,
+    Scenarios,
+    json_response,
+    sandbox_app,
+)
+from adapters.sandbox.deliveries import Deliveries
 from ledger.money import loads_exact, to_decimal
 
 _FAULT_CODES = {
@@ -50,13 +63,6 @@ _FAULT_CODES = {
     429: "RATE_LIMIT_EXCEEDED",
     500: "INTERNAL_ERROR",
     503: "SERVICE_UNAVAILABLE",
-}
-# Client operation names accepted by `/_sandbox/faults` beside route names and paths.
-_OPERATION_ALIASES = {
-    "create_payment": "create_transaction",
-    "create_withdrawal": "create_transaction",
-    "query_payment": "get_transaction",
-    "fetch_balances": "get_balance",
 }
 PAYMENT_SCENARIOS = frozenset(
     {"full", "partial", "over", "expire_no_funds", "expire_with_funds", "late", "fail",
@@ -133,10 +139,7 @@ class _State:
     balances: dict[tuple[str, str], Decimal] = field(default_factory=dict)
     access_tokens: dict[str, float] = field(default_factory=dict)  # token -> monotonic deadline
     refresh_tokens: set[str] = field(default_factory=set)
-    faults: dict[str, deque[int]] = field(default_factory=dict)
-    requests: list[dict[str, Any]] = field(default_factory=list)
     last_timestamp: datetime | None = None
-    session: aiohttp.ClientSession | None = None
 
     def now(self) -> str:
         """Event times strictly increase, so "after expiry" is visible even within a millisecond."""
@@ -165,60 +168,78 @@ class _State:
             key = (account, currency)
             self.balances[key] = self.balances.get(key, Decimal(0)) + amount
 
-    def take_fault(self, request: web.Request) -> int | None:
-        route = request.match_info.route
-        names = {request.path, route.name or "", getattr(route.resource, "canonical", "")}
-        for name in names - {""}:
-            queued = self.faults.get(name)
-            if queued:
-                return queued.popleft()
-        return None
-
-
 STATE = web.AppKey("payment_engine_sandbox", _State)
 
 
 def create_sandbox_app(config: SandboxConfig) -> web.Application:
-    app = web.Application(middlewares=[_observe])
-    app[STATE] = _State(config)
-    app.router.add_post("/api/v1/auth/login", _login, name="login")
-    app.router.add_post("/api/v1/auth/refresh", _refresh, name="refresh")
-    app.router.add_post("/api/v1/transactions", _create_transaction, name="create_transaction")
-    app.router.add_get("/api/v1/transactions/{id}", _get_transaction, name="get_transaction")
-    app.router.add_get("/api/v1/accounts/{id}/balance", _get_balance, name="get_balance")
-    app.router.add_post("/_sandbox/payments/{ref}/scenario", _payment_scenario)
-    app.router.add_post("/_sandbox/withdrawals/{ref}/scenario", _withdrawal_scenario)
-    app.router.add_post("/_sandbox/faults", _faults)
-    app.router.add_post("/_sandbox/expire_tokens", _expire_tokens)
-    app.router.add_get("/_sandbox/requests", _requests)
-    app.router.add_post("/_sandbox/balances", _balances)
-    app.router.add_post("/_sandbox/portal", _portal)
-    app.on_cleanup.append(_close_session)
+    state = _State(config)
+    transactions = "/api/v1/transactions"
+    app = sandbox_app(
+        SandboxSpec(
+            provider="Payment Engine",
+            api=[
+                ApiRoute("POST", "/api/v1/auth/login", _login, "login"),
+                ApiRoute("POST", "/api/v1/auth/refresh", _refresh, "login_refresh", ("refresh",)),
+                ApiRoute(
+                    "POST", transactions, _create_transaction, _creation_operation,
+                    ("create_transaction",), ("create_payment", "create_withdrawal"),
+                ),
+                ApiRoute(
+                    "GET", transactions, _list_transactions, _lookup_operation,
+                    ("list_transactions",), ("find_payment", "find_withdrawal"),
+                ),
+                ApiRoute(
+                    "GET", transactions + "/{id}", _get_transaction, "query_payment",
+                    ("get_transaction",),
+                ),
+                ApiRoute(
+                    "GET", "/api/v1/accounts/{id}/balance", _get_balance, "fetch_balances",
+                    ("get_balance",),
+                ),
+            ],
+            fault_answer=lambda status: _error(
+                state, status, _FAULT_CODES.get(status, "INTERNAL_ERROR"), "fault"
+            ),
+            payments=Scenarios(
+                PAYMENT_SCENARIOS,
+                lambda ref, name: _payment_deliveries(state, ref, name),
+            ),
+            withdrawals=Scenarios(
+                WITHDRAWAL_SCENARIOS,
+                lambda ref, name: _withdrawal_deliveries(state, ref, name),
+            ),
+            expire_tokens=lambda body: _expire_tokens(state, body),
+            set_balances=lambda body: _balances(state, body),
+            sign=lambda raw: _signed_headers(config.webhook_secret, raw),
+            has_portal=True,
+            portal_url=config.webhook_url,
+            log_fields=_auth_used,
+        )
+    )
+    app[STATE] = state
     return app
 
 
-async def _close_session(app: web.Application) -> None:
-    session = app[STATE].session
-    if session is not None:
-        await session.close()
+def _auth_used(request: web.Request) -> dict[str, Any]:
+    auth = "bearer" if "Authorization" in request.headers else None
+    return {"auth": "api_key" if "X-API-Key" in request.headers else auth}
+
+
+async def _creation_operation(request: web.Request) -> str:
+    """A transfer out of the merchant account is the ledger's withdrawal, any other a payment."""
+    body = await _body(request)
+    merchant = request.app[STATE].config.merchant_account_id
+    outgoing = body is not None and body.get("fromAccountId") == merchant
+    return "create_withdrawal" if outgoing else "create_payment"
+
+
+async def _lookup_operation(request: web.Request) -> str:
+    merchant = request.app[STATE].config.merchant_account_id
+    outgoing = request.query.get("fromAccountId") == merchant
+    return "find_withdrawal" if outgoing else "find_payment"
 
 
 # ---------------------------------------------------------------- plumbing
-
-
-@web.middleware
-async def _observe(request: web.Request, handler: Any) -> web.StreamResponse:
-    """Logs provider API requests and answers queued faults before anything else runs."""
-    state = request.app[STATE]
-    if not request.path.startswith("/_sandbox/"):
-        auth = "bearer" if "Authorization" in request.headers else None
-        auth = "api_key" if "X-API-Key" in request.headers else auth
-        state.requests.append({"method": request.method, "path": request.path, "auth": auth})
-        status = state.take_fault(request)
-        if status is not None:
-            return _error(state, status, _FAULT_CODES.get(status, "INTERNAL_ERROR"), "fault")
-    response: web.StreamResponse = await handler(request)
-    return response
 
 
 def _error(
@@ -230,7 +251,7 @@ def _error(
 
 
 def _json(body: Any, status: int = 200) -> web.Response:
-    return web.Response(text=dumps_exact(body), status=status, content_type="application/json")
+    return json_response(body, status)
 
 
 async def _body(request: web.Request) -> dict[str, Any] | None:
@@ -355,6 +376,23 @@ async def _get_transaction(request: web.Request) -> web.Response:
     return _json(transaction.to_json())
 
 
+async def _list_transactions(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    if not _authorized(request):
+        return _unauthorized(state)
+    found = [
+        transaction.to_json()
+        for transaction in state.transactions.values()
+        if all(_field_is(transaction.to_json(), key, value) for key, value in request.query.items())
+    ]
+    return _json(found)
+
+
+def _field_is(shown: dict[str, Any], key: str, wanted: str) -> bool:
+    value = shown.get(key)
+    return value is not None and not isinstance(value, dict) and str(value) == wanted
+
+
 async def _get_balance(request: web.Request) -> web.Response:
     state = request.app[STATE]
     if not _authorized(request):
@@ -379,26 +417,10 @@ def _event(state: _State, event_type: str, data: dict[str, Any]) -> str:
     return dumps_exact(body)
 
 
-async def _deliver(state: _State, bodies: list[str]) -> list[dict[str, Any]]:
-    """POSTs each body in turn, signed as the guide says, and reports the receiver's status."""
-    url = state.config.webhook_url
-    if url is None:
-        return []
-    if state.session is None or state.session.closed:
-        state.session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10))
-    results: list[dict[str, Any]] = []
-    for body in bodies:
-        raw = body.encode("utf-8")
-        digest = hmac.new(state.config.webhook_secret.encode("utf-8"), raw, hashlib.sha256)
-        headers = {"Content-Type": "application/json",
-                   "X-Webhook-Signature": f"sha256={digest.hexdigest()}"}
-        try:
-            async with state.session.post(url, data=raw, headers=headers) as response:
-                await response.read()
-                results.append({"status": response.status, "body": body})
-        except (aiohttp.ClientError, TimeoutError) as error:
-            results.append({"status": None, "body": body, "error": str(error)})
-    return results
+def _signed_headers(secret: str, raw: bytes) -> dict[str, str]:
+    """Signed as the guide says: `sha256=` + hex HMAC-SHA256 of the raw body."""
+    digest = hmac.new(secret.encode("utf-8"), raw, hashlib.sha256).hexdigest()
+    return {"Content-Type": "application/json", "X-Webhook-Signature": f"sha256={digest}"}
 
 
 def _complete(state: _State, transaction: _Transaction, amount: Decimal) -> str:
@@ -482,102 +504,51 @@ def _withdrawal_bodies(state: _State, withdrawal: _Transaction, scenario: str) -
 # ---------------------------------------------------------------- sandbox controls
 
 
-async def _scenario_target(
-    request: web.Request, names: frozenset[str], *, outgoing: bool
-) -> tuple[_Transaction, str] | web.Response:
-    state = request.app[STATE]
-    body = await _body(request)
-    scenario = body.get("scenario") if body else None
-    if scenario not in names:
-        return _json({"error": f"scenario must be one of {sorted(names)}"}, 400)
-    transaction = state.transactions.get(request.match_info["ref"])
+def _scenario_target(state: _State, ref: str, *, outgoing: bool) -> _Transaction:
+    transaction = state.transactions.get(ref)
     merchant = state.config.merchant_account_id
     if transaction is None or (transaction.from_account == merchant) != outgoing:
-        return _json({"error": "no such transaction"}, 404)
+        raise ControlRefused(404, "no such transaction")
     if transaction.status not in {"PENDING", "PROCESSING"}:
-        return _json({"error": f"transaction is already {transaction.status}"}, 409)
-    if state.config.webhook_url is None:
-        return _json({"error": "no webhook_url configured (POST /_sandbox/portal)"}, 409)
-    return transaction, str(scenario)
+        raise ControlRefused(409, f"transaction is already {transaction.status}")
+    return transaction
 
 
-async def _payment_scenario(request: web.Request) -> web.Response:
-    target = await _scenario_target(request, PAYMENT_SCENARIOS, outgoing=False)
-    if isinstance(target, web.Response):
-        return target
-    state = request.app[STATE]
-    bodies = _payment_bodies(state, *target)
-    return _json({"deliveries": await _deliver(state, bodies)})
+def _payment_deliveries(state: _State, ref: str, scenario: str) -> Deliveries:
+    payment = _scenario_target(state, ref, outgoing=False)
+    return Deliveries(_payment_bodies(state, payment, scenario))
 
 
-async def _withdrawal_scenario(request: web.Request) -> web.Response:
-    target = await _scenario_target(request, WITHDRAWAL_SCENARIOS, outgoing=True)
-    if isinstance(target, web.Response):
-        return target
-    state = request.app[STATE]
-    bodies = _withdrawal_bodies(state, *target)
-    result: dict[str, Any] = {"deliveries": await _deliver(state, bodies)}
-    if target[1] == "manual_review":
-        result["note"] = "Payment Engine has no manual-review state; sent PROCESSING, the nearest"
-    return _json(result)
+def _withdrawal_deliveries(state: _State, ref: str, scenario: str) -> Deliveries:
+    withdrawal = _scenario_target(state, ref, outgoing=True)
+    note = None
+    if scenario == "manual_review":
+        note = "Payment Engine has no manual-review state; sent PROCESSING, the nearest"
+    return Deliveries(_withdrawal_bodies(state, withdrawal, scenario), note=note)
 
 
-async def _faults(request: web.Request) -> web.Response:
-    state = request.app[STATE]
-    body = await _body(request)
-    operation = body.get("operation") if body else None
-    statuses = body.get("statuses") if body else None
-    if not isinstance(operation, str) or not isinstance(statuses, list):
-        return _json({"error": "operation (str) and statuses (list) are required"}, 400)
-    operation = _OPERATION_ALIASES.get(operation, operation)
-    state.faults.setdefault(operation, deque()).extend(int(s) for s in statuses)
-    return _json({"operation": operation, "queued": list(state.faults[operation])})
-
-
-async def _expire_tokens(request: web.Request) -> web.Response:
+def _expire_tokens(state: _State, body: dict[str, Any]) -> dict[str, Any]:
     """Invalidates every access token, and the refresh tokens unless `keep_refresh_tokens`."""
-    state = request.app[STATE]
-    body = await _body(request) or {}
     state.access_tokens.clear()
     if not body.get("keep_refresh_tokens"):
         state.refresh_tokens.clear()
-    return _json({"expired": True})
+    return {"expired": True}
 
 
-async def _requests(request: web.Request) -> web.Response:
-    return _json({"requests": request.app[STATE].requests})
-
-
-async def _balances(request: web.Request) -> web.Response:
+def _balances(state: _State, body: dict[str, Any]) -> Deliveries:
     """Sets balances (`{"balances": [{accountId, currencyCode, availableBalance}]}`) and reports
     each one set (every held balance when none is given) with `account.balance.updated`."""
-    state = request.app[STATE]
-    body = await _body(request)
-    if body is None:
-        return _json({"error": "body must be a JSON object"}, 400)
     entries = body.get("balances", [body] if "accountId" in body else [])
     try:
         for entry in entries:
             key = (str(entry["accountId"]), str(entry["currencyCode"]))
             state.balances[key] = to_decimal(entry["availableBalance"])
     except (KeyError, TypeError, ValueError, ArithmeticError) as error:
-        return _json({"error": f"bad balance entry: {error}"}, 400)
+        raise ControlRefused(400, f"bad balance entry: {error}") from None
     keys = [(str(e["accountId"]), str(e["currencyCode"])) for e in entries] or list(state.balances)
-    bodies = [
+    return Deliveries([
         _event(state, "account.balance.updated",
                {"accountId": account, "availableBalance": _as_shown(state.balances[account, code]),
                 "currencyCode": code})
         for account, code in keys
-    ]
-    return _json({"deliveries": await _deliver(state, bodies)})
-
-
-async def _portal(request: web.Request) -> web.Response:
-    """Sets the webhook URL, as a merchant would in the provider's developer portal."""
-    state = request.app[STATE]
-    body = await _body(request)
-    url = body.get("webhook_url") if body else None
-    if not isinstance(url, str):
-        return _json({"error": "webhook_url is required"}, 400)
-    state.config.webhook_url = url
-    return _json({"webhook_url": url})
+    ])

@@ -28,6 +28,7 @@ from adapters.providers.contract import (
     ProviderExchange,
     TokenScope,
 )
+from adapters.providers.http_client import NOT_ACTED_ON_STATUSES
 from ledger.ports import Claim, ClaimTaken
 
 IDEMPOTENCY = "idempotency"
@@ -121,10 +122,9 @@ def call_outcome(
     if not sent:
         return CallOutcome.REFUSED
     if isinstance(error, ProviderCallFailed) and error.status is not None:
-        refused = (
-            400 <= error.status < 500
-            and error.status not in _MAYBE_HELD
-            and sent[-1].status == error.status
+        refused = sent[-1].status == error.status and (
+            (400 <= error.status < 500 and error.status not in _MAYBE_HELD)
+            or error.status in NOT_ACTED_ON_STATUSES
         )
         return CallOutcome.REFUSED if refused else CallOutcome.UNKNOWN
     return CallOutcome.UNKNOWN

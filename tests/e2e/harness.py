@@ -22,7 +22,10 @@ from adapters.providers.registry import build_adapters
 from adapters.storage.postgres_store import PostgresEventStore
 
 TOKEN = "test-token"
-FAST_RETRIES = RetryPolicy(attempts=3, base_delay_seconds=0.01, max_delay_seconds=0.05)
+# A short timeout too, so that a sandbox told to hold a request unanswered costs a test seconds.
+FAST_RETRIES = RetryPolicy(
+    attempts=3, base_delay_seconds=0.01, max_delay_seconds=0.05, timeout_seconds=3.0
+)
 
 
 def free_port() -> int:

@@ -288,7 +288,7 @@ async def test_paying_in_another_crypto_than_the_price_is_a_422(world):
     }
     status, reply = await world.ledger.call("POST", "/v1/payments", json=body)
     assert (422, 422) == (status, reply["status"])
-    assert reply["type"].endswith("/operation-not-supported"), reply
+    assert reply["type"].endswith("/currency-not-supported"), reply
     # Refused before anything was recorded: the order id is still free.
     assert None is await world.ledger.store.find_claim("payment_order", "coinpay:ORDER-btc")
 
@@ -420,8 +420,12 @@ async def test_a_hand_signed_delivery_is_accepted(world):
     ],
 )
 async def test_a_bad_signature_is_401_recorded_and_moves_no_money(world, case, reason):
+    """CoinPay can be asked about a payment, so a forged delivery naming one is also kept in its
+    stream as unverified evidence (API.md, Deliveries): its deposit shows unverified, never as
+    received."""
     payment = await create(world, f"ORDER-sig-{case}")
     body = completed_body(payment["provider_ref"])
+    claimed = "120.500000"
     headers = {
         # Signed for 120.5, delivered claiming 999 (below).
         "tampered": signed(body),
@@ -432,6 +436,7 @@ async def test_a_bad_signature_is_401_recorded_and_moves_no_money(world, case, r
     }[case]
     if case == "tampered":
         body = completed_body(payment["provider_ref"], amount="999")
+        claimed = "999.000000"
     types_before = await event_types(world, payment["payment_id"])
 
     status, reply = await world.deliver(body.encode(), headers)
@@ -441,13 +446,18 @@ async def test_a_bad_signature_is_401_recorded_and_moves_no_money(world, case, r
     (rejected,) = await records(world, "deliveries-rejected-coinpay")
     assert (reason, body) == (rejected["reason"], rejected["body"])
     after = await view(world, payment["payment_id"])
-    assert ("pending", "unpaid", D0, D0) == (
+    assert ("pending", "unpaid", D0, claimed) == (
         after["status"],
         after["coverage"],
         after["received"],
         after["unverified"],
     )
-    assert types_before == await event_types(world, payment["payment_id"])
+    assert [(claimed, False)] == [(d["amount"], d["verified"]) for d in after["deposits"]]
+    types_after = await event_types(world, payment["payment_id"])
+    assert types_before.count("Payment.DeliveryRecorded") + 1 == types_after.count(
+        "Payment.DeliveryRecorded"
+    )
+    assert ["unverified"] == await delivery_outcomes(world, payment["payment_id"])
 
     # A refused copy takes nothing from the genuine delivery that follows it.
     genuine = completed_body(payment["provider_ref"])

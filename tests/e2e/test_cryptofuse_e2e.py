@@ -553,6 +553,9 @@ async def test_a_redelivered_withdrawal_webhook_changes_nothing(ledger):
 async def test_a_delivery_without_a_valid_signature_is_401_recorded_and_moves_no_money(
     ledger, case, reason
 ):
+    """Cryptofuse can be asked about a payment, so a delivery naming one is also kept in its stream
+    as unverified evidence (API.md, Deliveries): what it claims shows as unverified, never as
+    received."""
     payment = await create(ledger, f"ORDER_sig_{case}")
     body = completed_body(payment["provider_ref"])
     headers = {
@@ -562,14 +565,20 @@ async def test_a_delivery_without_a_valid_signature_is_401_recorded_and_moves_no
         "missing": {},
     }[case]
     before = await view_of(ledger, payment["payment_id"])
+    recorded_before = await deliveries_recorded(ledger, payment["payment_id"])
     status, reply = await post_webhook(ledger, body, headers)
     assert 401 == status, reply
     assert 401 == reply["status"]
     (attempt,) = await records(ledger, f"deliveries-rejected-{PROVIDER}")
     assert (reason, body.decode()) == (attempt["reason"], attempt["body"])
     after = await view_of(ledger, payment["payment_id"])
-    assert money(before) == money(after)
-    assert ("0.000000", []) == (after["received"], after["deposits"])
+    moved = ("status", "coverage", "late", "received", "pending", "outstanding", "overpaid")
+    assert [before[k] for k in moved] == [after[k] for k in moved]
+    assert ("0.000000", "100.000000") == (after["received"], after["unverified"])
+    assert [("100.000000", False)] == [(d["amount"], d["verified"]) for d in after["deposits"]]
+    recorded = await deliveries_recorded(ledger, payment["payment_id"])
+    assert len(recorded_before) + 1 == len(recorded)
+    assert "unverified" == recorded[-1]["outcome"]
 
 
 async def test_the_same_body_correctly_signed_does_move_money(ledger):

@@ -145,8 +145,8 @@ async def test_a_refused_withdrawal_releases_its_funds_and_its_request_id(world)
 
 async def test_a_withdrawal_whose_answer_is_lost_keeps_its_funds_reserved(world):
     await fund_payment_engine(world, "ORD_fund_lost", "100.00")
-    # A 503 on every attempt: the provider may have taken it, so nothing may be released.
-    fault = {"operation": "create_withdrawal", "statuses": [503, 503, 503]}
+    # A 500: the provider may have taken it, so nothing may be released (and nothing resent).
+    fault = {"operation": "create_withdrawal", "statuses": [500]}
     assert 200 == (await world.control("payment_engine", "faults", fault))[0]
     status, problem = await world.ledger.call(
         "POST", "/v1/withdrawals", json=withdrawal_body("WD_lost")
@@ -193,3 +193,68 @@ async def test_a_lipaykripto_payment_expires_on_the_ledgers_clock_and_late_funds
     await world.scenario("lipaykripto", payment["provider_ref"], "full")
     view = await world.payment(payment["payment_id"])
     assert ("expired", True, "250.00") == (view["status"], view["late"], view["received"])
+
+
+# ---------------------------------------------------------------- answers lost on the way back
+
+
+async def fault(world: World, provider: str, operation: str, kind: str, **extra: Any) -> None:
+    body = {"operation": operation, "kind": kind, **extra}
+    assert 200 == (await world.control(provider, "faults", body))[0]
+
+
+async def test_a_payment_created_but_unanswered_is_found_by_recovery_not_created_twice(world):
+    await fault(world, "payment_engine", "create_payment", "drop_after")
+    before = await provider_posts(world, "payment_engine", PE_CREATE)
+    status, problem = await world.ledger.call(
+        "POST", "/v1/payments", json=payment_body("ORD_dropped")
+    )
+    assert (504, "submitting") == (status, problem["payment_status"]), problem
+    # Asking again gets the recorded payment, and no second create.
+    status, again = await world.ledger.call(
+        "POST", "/v1/payments", json=payment_body("ORD_dropped")
+    )
+    assert (409, problem["payment_id"]) == (status, again["payment_id"])
+    assert 1 == await provider_posts(world, "payment_engine", PE_CREATE) - before
+    await world.ledger.caught_up()
+    assert 1 == (await world.ledger.recover()).submitted
+    view = await world.payment(problem["payment_id"])
+    assert ("pending", "100.00") == (view["status"], view["expected"]["amount"]), view
+    assert view["provider_ref"]
+    assert 1 == await provider_posts(world, "payment_engine", PE_CREATE) - before
+    await world.scenario("payment_engine", view["provider_ref"], "full")
+    assert "completed" == (await world.payment(problem["payment_id"]))["status"]
+
+
+async def test_a_withdrawal_never_taken_is_released_by_recovery(world):
+    await fund_payment_engine(world, "ORD_fund_never", "100.00")
+    await fault(world, "payment_engine", "create_withdrawal", "drop_before")
+    status, problem = await world.ledger.call(
+        "POST", "/v1/withdrawals", json=withdrawal_body("WD_never")
+    )
+    assert (504, "submitting") == (status, problem["withdrawal_status"]), problem
+    assert Decimal("60.00") == await available_usd(world)
+    await world.ledger.caught_up()
+    assert 1 == (await world.ledger.recover()).released
+    view = await world.withdrawal(problem["withdrawal_id"])
+    assert ("failed", "0.00") == (view["status"], view["reserved"])
+    assert Decimal("100.00") == await available_usd(world)
+
+
+async def test_a_timed_out_create_at_a_provider_without_lookup_is_listed_for_a_person(world):
+    await fault(world, "lipaykripto", "create_payment", "timeout", seconds=30)
+    status, problem = await world.ledger.call(
+        "POST",
+        "/v1/payments",
+        json={
+            "provider": "lipaykripto",
+            "order_id": "ORD_lpk_lost",
+            "amount": "50.00",
+            "currency": "TRY",
+        },
+    )
+    assert (504, "submitting") == (status, problem["payment_status"]), problem
+    await world.ledger.caught_up()
+    assert 1 == (await world.ledger.recover()).unknown
+    reasons = await world.reasons(problem["payment_id"])
+    assert {"provider_outcome_unknown"} == set(reasons)

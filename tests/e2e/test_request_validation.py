@@ -17,10 +17,10 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -218,7 +218,7 @@ BODY_RULES: list[tuple[str, str, bytes, int, str]] = [
     (
         "amount Arabic-Indic",
         PAYMENTS_PATH,
-        body(payment(amount="١٠٠")),
+        body(payment(amount="\u0661\u0660\u0660")),
         422,
         "amount-not-a-plain-decimal",
     ),
@@ -293,12 +293,18 @@ BODY_RULES: list[tuple[str, str, bytes, int, str]] = [
         422,
         "pay-currency-required",
     ),
-    ("currency a number", PAYMENTS_PATH, body(payment(currency=840)), 422, "field-must-be-a-string"),
+    (
+        "currency a number",
+        PAYMENTS_PATH,
+        body(payment(currency=840)),
+        422,
+        "field-must-be-a-string",
+    ),
     ("order_id NUL", PAYMENTS_PATH, body(payment(order_id="a\x00b")), 422, "text-contains-nul"),
     (
         "order_id lone surrogate",
         PAYMENTS_PATH,
-        raw_payment('"amount": "1.00", "order_id": "\\ud800"').replace(b'"V_raw", ', b""),
+        body(payment()).replace(b'"order_id": "V_', b'"order_id": "\\ud800V_'),
         422,
         "text-contains-lone-surrogate",
     ),
@@ -354,11 +360,17 @@ BODY_RULES: list[tuple[str, str, bytes, int, str]] = [
         422,
         "expires-in-minutes-out-of-range",
     ),
-    ("metadata a list", PAYMENTS_PATH, body(payment(metadata=[])), 422, "metadata-must-be-an-object"),
+    (
+        "metadata a list",
+        PAYMENTS_PATH,
+        body(payment(metadata=[])),
+        422,
+        "metadata-must-be-an-object",
+    ),
     (
         "metadata 9 levels",
         PAYMENTS_PATH,
-        raw_payment('"amount": "1.00", "metadata": ' + nested(8).decode()),
+        raw_payment('"amount": "1.00", "metadata": ' + nested(9).decode()),
         422,
         "metadata-too-deep",
     ),
@@ -448,6 +460,9 @@ async def test_each_body_rule_answers_its_status_and_type_and_leaves_no_trace(st
         actual = {}
         for name, path, raw, _, _ in BODY_RULES:
             answer = await bench.send("POST", path, raw)
+            if answer.status < 400:
+                actual[name] = (answer.status, "accepted")
+                continue
             assert_problem(answer, answer.status)
             actual[name] = (answer.status, answer.body["type"].removeprefix(PROBLEM_BASE))
         expected = {name: (status, kind) for name, _, _, status, kind in BODY_RULES}
@@ -463,7 +478,10 @@ async def test_a_refused_lipaykripto_withdrawal_reserves_nothing_and_its_request
         refused = withdrawal(request_id="W_no_coin", pay_currency=DROP)
         answer = await bench.send("POST", WITHDRAWALS_PATH, body(refused))
         assert_problem(answer, 422, "pay-currency-required")
-        assert await bench.ledger.store.find_claim("withdrawal_request", "lipaykripto:W_no_coin") is None
+        assert (
+            await bench.ledger.store.find_claim("withdrawal_request", "lipaykripto:W_no_coin")
+            is None
+        )
         assert 0 == await bench.log_position()
 
 
@@ -483,7 +501,9 @@ async def test_valid_requests_still_pass(store):
         crypto = await bench.send(
             "POST",
             PAYMENTS_PATH,
-            body(payment(provider="cryptofuse", currency="BTC", pay_currency="BTC", amount="0.002")),
+            body(
+                payment(provider="cryptofuse", currency="BTC", pay_currency="BTC", amount="0.002")
+            ),
         )
         assert 201 == crypto.status, crypto.body
 
@@ -566,7 +586,7 @@ QUERY_RULES: list[tuple[str, dict[str, str] | list[tuple[str, str]], int, str]] 
     ("/v1/payments", {"limit": "0"}, 422, "limit-out-of-range"),
     ("/v1/payments", {"limit": "501"}, 422, "limit-out-of-range"),
     ("/v1/payments", {"limit": "ten"}, 400, "limit-not-an-integer"),
-    ("/v1/payments", {"limit": "٥"}, 400, "limit-not-an-integer"),
+    ("/v1/payments", {"limit": "\u0665"}, 400, "limit-not-an-integer"),
     ("/v1/payments", {"cursor": "garbage!"}, 400, "cursor-invalid"),
     ("/v1/payments", {"cursor": cursor("2024-01-01T00:00:00+00:00")}, 400, "cursor-invalid"),
     (
@@ -575,7 +595,12 @@ QUERY_RULES: list[tuple[str, dict[str, str] | list[tuple[str, str]], int, str]] 
         400,
         "cursor-invalid",
     ),
-    ("/v1/payments", {"cursor": base64.urlsafe_b64encode(b"[" * 5000).decode()}, 400, "cursor-invalid"),
+    (
+        "/v1/payments",
+        {"cursor": base64.urlsafe_b64encode(b"[" * 5000).decode()},
+        400,
+        "cursor-invalid",
+    ),
     ("/v1/payments", {"created_from": "2024-01-01T00:00:00"}, 400, "instant-not-rfc3339"),
     ("/v1/payments", {"created_from": "2024-01-01"}, 400, "instant-not-rfc3339"),
     ("/v1/payments", {"created_to": "2024-01-01T00:00:00 00:00"}, 400, "instant-not-rfc3339"),
@@ -614,6 +639,9 @@ async def test_each_query_rule_answers_its_status_and_type(store):
         actual = {}
         for number, (path, params, _, _) in enumerate(QUERY_RULES):
             answer = await bench.send("GET", path, params=params)
+            if answer.status < 400:
+                actual[number, path] = (answer.status, "accepted")
+                continue
             assert_problem(answer, answer.status)
             actual[number, path] = (answer.status, answer.body["type"].removeprefix(PROBLEM_BASE))
         expected = {
@@ -647,12 +675,7 @@ async def test_valid_queries_with_every_parameter_still_answer_200(store):
                     "customer_id": "c",
                     "created_from": moment,
                     "created_to": "2024-05-01t12:00:00.123456789+02:00",
-                    "cursor": encode_cursor(
-                        Decimal(0) and None or __import__("datetime").datetime.now(
-                            __import__("datetime").UTC
-                        ),
-                        uuid.uuid4(),
-                    ),
+                    "cursor": encode_cursor(datetime.now(UTC), uuid.uuid4()),
                     "limit": "500",
                 },
             ),
@@ -677,6 +700,8 @@ async def test_valid_queries_with_every_parameter_still_answer_200(store):
 class RawNumber(str):
     """A JSON number token written as is (1e400, 5,000 digits): json.dumps cannot make one."""
 
+    __slots__ = ()
+
 
 def render(value: Any) -> str:
     if isinstance(value, RawNumber):
@@ -690,7 +715,16 @@ def render(value: Any) -> str:
     return json.dumps(value)
 
 
-HOSTILE_TEXT = ["\x00", "a\x00b", "\ud800", "x\udfffy", "\u202e\ufeff", " 10 ", "١٢", "x" * 300]
+HOSTILE_TEXT = [
+    "\x00",
+    "a\x00b",
+    "\ud800",
+    "x\udfffy",
+    "\u202e\ufeff",
+    " 10 ",
+    "\u0661\u0662",
+    "x" * 300,
+]
 NUMBERS = [
     RawNumber("1e400"),
     RawNumber("-1e400"),
@@ -703,7 +737,9 @@ scalars = st.one_of(
     st.none(),
     st.booleans(),
     st.integers(min_value=-(10**40), max_value=10**40),
-    st.decimals(allow_nan=False, allow_infinity=False, places=st.integers(0, 30)),
+    st.integers(0, 30).flatmap(
+        lambda places: st.decimals(allow_nan=False, allow_infinity=False, places=places)
+    ),
     st.sampled_from(NUMBERS),
     st.text(max_size=20),
     st.sampled_from(HOSTILE_TEXT),
@@ -712,7 +748,9 @@ scalars = st.one_of(
 )
 json_values = st.recursive(
     scalars,
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3)
+    ),
     max_leaves=8,
 )
 
@@ -756,7 +794,7 @@ def request_bodies(draw: st.DrawFn, templates: list[dict[str, Any]], fields: lis
         return (render(document)[:-1] + ', "metadata": ' + nested(depth).decode() + "}").encode()
     changed = draw(st.lists(st.sampled_from([*fields, "unknown"]), max_size=3, unique=True))
     for name in changed:
-        if draw(st.booleans()) or name == "unknown":
+        if name == "unknown" or draw(st.integers(0, 3)) > 0:  # a field dropped one time in four
             document[name] = draw(json_values)
         else:
             document.pop(name, None)
@@ -829,7 +867,9 @@ parameter_values = st.one_of(
     st.sampled_from(["coinpay", "lipaykripto", "all", "cleared", "USD", "0", "500", "-1", ""]),
     st.integers(min_value=-(10**30), max_value=10**30).map(str),
     st.datetimes(timezones=st.timezones()).map(lambda moment: moment.isoformat()),
-    st.sampled_from(["2024-05-01T12:00:00Z", "0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00"]),
+    st.sampled_from(
+        ["2024-05-01T12:00:00Z", "0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00"]
+    ),
     st.lists(url_text, max_size=5).map(lambda parts: cursor(*parts)),
     st.tuples(st.datetimes(timezones=st.timezones()), st.uuids()).map(
         lambda key: encode_cursor(*key)

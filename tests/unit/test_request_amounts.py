@@ -32,9 +32,21 @@ PLAIN = re.compile(r"[0-9]+(\.[0-9]+)?", re.ASCII)
 amount_like = st.one_of(
     st.from_regex(r"\A[0-9]{0,30}(\.[0-9]{0,34})?\Z"),
     st.from_regex(r"\A[ +\-]?[0-9]{1,5}([.,][0-9]{1,3})?([eE][+\-]?[0-9]{1,3})?[ \n]?\Z"),
-    st.text(alphabet=st.sampled_from("0123456789.١٢٣۴۵٦߀०１２e_ -+"), max_size=12),
+    st.text(
+        alphabet=st.sampled_from(
+            "0123456789.\u0661\u0662\u0663\u06f4\u06f5\u0666\u07c0\u0966\uff11\uff12e_ -+"
+        ),
+        max_size=12,
+    ),
     st.text(max_size=12),
 )
+
+
+def read(value: object) -> tuple[Decimal | None, AmountRefused | None]:
+    try:
+        return read_plain_amount(value), None
+    except AmountRefused as refused:
+        return None, refused
 
 
 def refusal(value: object) -> str:
@@ -46,12 +58,12 @@ def refusal(value: object) -> str:
 @settings(max_examples=500, deadline=None)
 @given(amount_like)
 def test_an_accepted_amount_is_exactly_what_decimal_reads_and_a_plain_positive_decimal(text):
-    try:
-        value = read_plain_amount(text)
-    except AmountRefused as refused:
+    value, refused = read(text)
+    if refused is not None:
         assert refused.problem_type in AMOUNT_RULES
         assert len(refused.detail) < 300
         return
+    assert value is not None
     assert PLAIN.fullmatch(text), text
     assert Decimal(text) == value
     assert Decimal(text).as_tuple() == value.as_tuple()  # the very digits and exponent
@@ -101,10 +113,10 @@ def test_a_plain_decimal_is_refused_only_by_the_rule_it_breaks(integer, fraction
         "NaN",
         "Infinity",
         "",
-        "١٢",  # Arabic-Indic digits, which Decimal and str.isdigit take
-        "۱۲",  # Extended Arabic-Indic
-        "१२",  # Devanagari
-        "１２",  # fullwidth
+        "\u0661\u0662",  # Arabic-Indic digits, which Decimal and str.isdigit take
+        "\u06f1\u06f2",  # Extended Arabic-Indic
+        "\u0967\u0968",  # Devanagari
+        "\uff11\uff12",  # fullwidth
         "1\u00a0000",
         "10\x00",
     ],

@@ -1,7 +1,9 @@
 """CoinCoin's API as the ledger uses it: creating orders. It documents nothing else.
 
-There is no status query, no withdrawal and no balance endpoint in CoinCoin's document, so those
-operations raise OperationNotSupported. There is no session token either: every request is signed
+There is no status query, no lookup of an order, no withdrawal and no balance endpoint in
+CoinCoin's document, so those operations raise OperationNotSupported. (What a second create
+with the same payment_id does is not documented either; the sandbox answers the existing order,
+but the ledger does not build on that.) There is no session token either: every request is signed
 with a fresh millisecond timestamp, so nothing is cached and nothing needs refreshing.
 """
 
@@ -48,7 +50,13 @@ def wall_clock_milliseconds() -> int:
 class CoinCoinClient:
     # What the methods below refuse whatever the request (ProviderAdapter.supports).
     unsupported_operations: ClassVar[frozenset[Operation]] = frozenset(
-        {Operation.CREATE_WITHDRAWAL, Operation.QUERY_PAYMENT, Operation.FETCH_BALANCES}
+        {
+            Operation.CREATE_WITHDRAWAL,
+            Operation.QUERY_PAYMENT,
+            Operation.FETCH_BALANCES,
+            Operation.FIND_PAYMENT,
+            Operation.FIND_WITHDRAWAL,
+        }
     )
 
     def __init__(
@@ -114,6 +122,20 @@ class CoinCoinClient:
         record: ExchangeRecorder,  # noqa: ARG002
     ) -> list[ProviderBalanceReport]:
         raise OperationNotSupported("CoinCoin documents no balance endpoint")
+
+    async def find_payment(
+        self,
+        order_id: str,  # noqa: ARG002
+        record: ExchangeRecorder,  # noqa: ARG002
+    ) -> CreatedPayment | None:
+        raise OperationNotSupported("CoinCoin documents no order lookup")
+
+    async def find_withdrawal(
+        self,
+        request_id: str,  # noqa: ARG002
+        record: ExchangeRecorder,  # noqa: ARG002
+    ) -> CreatedWithdrawal | None:
+        raise OperationNotSupported("CoinCoin documents no withdrawals")
 
     async def close(self) -> None:
         await self._http.close()

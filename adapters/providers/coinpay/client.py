@@ -4,6 +4,10 @@ Auth as the document shows it: `POST /api/auth/login {username, password}` answe
 `{token, expiresIn}` with `expiresIn` in MINUTES; the token is sent as `Authorization: Bearer` and
 cached until shortly before it expires. A 401 on a call means the provider dropped the token
 earlier than announced: log in again once and repeat the call once.
+
+Lookups by our id: a payment by our order id through the document's `listTransactions(filters)`
+(`GET /api/transactions?...`, see `find_payment`); payouts have no list or query in the
+document, so a withdrawal cannot be looked up (`find_withdrawal` is not supported).
 """
 
 from __future__ import annotations
@@ -11,8 +15,8 @@ from __future__ import annotations
 import asyncio
 import time
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
-from urllib.parse import quote
+from typing import TYPE_CHECKING, Any, ClassVar
+from urllib.parse import quote, urlencode
 
 from adapters.providers.canonical import canonical_json
 from adapters.providers.coinpay.webhooks import PROVIDER_ID, dedupe_key, parse_time
@@ -22,6 +26,7 @@ from adapters.providers.contract import (
     CreatePaymentRequest,
     CreateWithdrawalRequest,
     ExchangeRecorder,
+    Operation,
     OperationNotSupported,
     ProviderCallFailed,
 )
@@ -66,6 +71,11 @@ def payment_outcome(status_word: str) -> ProviderPaymentOutcome:
 class CoinPayClient:
     """Implements `ProviderClient` for CoinPay."""
 
+    # What the methods below refuse whatever the request (ProviderAdapter.supports).
+    unsupported_operations: ClassVar[frozenset[Operation]] = frozenset(
+        {Operation.FIND_WITHDRAWAL}
+    )
+
     def __init__(self, http: ProviderHttp, username: str, password: str) -> None:
         self._http = http
         self._username = username
@@ -90,21 +100,47 @@ class CoinPayClient:
             "metadata": metadata,
         }
         answer = await self._call("create_payment", "POST", "/api/transactions", record, body)
-        payload = _object(answer, "create_payment")
-        status = payload.get("status")
-        receiver = payload.get("receiverName")
         # CoinPay states no expiry; the ledger expires the payment by its own clock when asked to.
         expires_at = None
         if request.expires_in_minutes is not None:
             expires_at = datetime.now(UTC) + timedelta(minutes=request.expires_in_minutes)
-        return CreatedPayment(
-            provider_ref=_identifier(payload, "transactionId", answer, "create_payment"),
-            expected_amount=_response_amount(payload, "amount", answer, "create_payment"),
-            expected_currency=_response_text(payload, "currency", answer, "create_payment"),
-            expires_at=expires_at,
-            provider_status=status if isinstance(status, str) else "",
-            # The document shows `receiverName` to the customer as the "recipient address".
-            pay_address=receiver if isinstance(receiver, str) and receiver else None,
+        return _created_payment(
+            _object(answer, "create_payment"), answer, "create_payment", expires_at
+        )
+
+    async def find_payment(self, order_id: str, record: ExchangeRecorder) -> CreatedPayment | None:
+        """The transaction created for our order id, through `GET /api/transactions?orderId=`.
+
+        The document lists transactions with `listTransactions(filters)` and shows neither the
+        filters nor the answer. Our order id travels in `metadata.orderId` (as its own example
+        does), so `orderId` is the filter an engineer would try; the answer is read as a list
+        of transactions, bare or under `transactions`, `items`, `data` or `results`. The list
+        is checked here too (metadata.orderId must be ours), so a provider that ignores an
+        unknown filter cannot hand us another order's payment. Where two were created for one
+        order, the earliest is the one our first create made.
+        """
+        path = "/api/transactions?" + urlencode({"orderId": order_id})
+        answer = await self._call("find_payment", "GET", path, record)
+        ours = [
+            transaction
+            for transaction in _listed(answer, "find_payment")
+            if isinstance(transaction.get("metadata"), dict)
+            and transaction["metadata"].get("orderId") == order_id
+        ]
+        if not ours:
+            return None
+        earliest = min(ours, key=lambda transaction: _created_at(transaction.get("createdAt")))
+        # The lookup cannot know the expiry asked for: None keeps the ledger's own.
+        return _created_payment(earliest, answer, "find_payment", None)
+
+    async def find_withdrawal(
+        self,
+        request_id: str,
+        record: ExchangeRecorder,  # noqa: ARG002 - the contract's signature; nothing to ask
+    ) -> CreatedWithdrawal | None:
+        raise OperationNotSupported(
+            f"CoinPay documents no payout list or query: withdrawal {request_id} cannot be "
+            "looked up"
         )
 
     async def create_withdrawal(
@@ -242,6 +278,42 @@ def _refuse_other_pay_currency(currency: str, pay_currency: str | None) -> None:
             f"CoinPay is paid in the currency it prices in; pay_currency {pay_currency} "
             f"differs from currency {currency}"
         )
+
+
+def _created_payment(
+    payload: Mapping[str, Any], answer: HttpResponse, operation: str, expires_at: datetime | None
+) -> CreatedPayment:
+    status = payload.get("status")
+    receiver = payload.get("receiverName")
+    return CreatedPayment(
+        provider_ref=_identifier(payload, "transactionId", answer, operation),
+        expected_amount=_response_amount(payload, "amount", answer, operation),
+        expected_currency=_response_text(payload, "currency", answer, operation),
+        expires_at=expires_at,
+        provider_status=status if isinstance(status, str) else "",
+        # The document shows `receiverName` to the customer as the "recipient address".
+        pay_address=receiver if isinstance(receiver, str) and receiver else None,
+    )
+
+
+def _listed(answer: HttpResponse, operation: str) -> list[dict[str, Any]]:
+    """The transactions of a list answer: a JSON array, or an object holding one."""
+    try:
+        payload = answer.json()
+    except (ValueError, UnicodeDecodeError) as error:
+        raise ProviderCallFailed(PROVIDER_ID, operation, answer.status, "not JSON") from error
+    if isinstance(payload, dict):
+        lists = [payload.get(key) for key in ("transactions", "items", "data", "results")]
+        payload = next((found for found in lists if isinstance(found, list)), None)
+    if not isinstance(payload, list):
+        raise ProviderCallFailed(PROVIDER_ID, operation, answer.status, "not a list")
+    return [item for item in payload if isinstance(item, dict)]
+
+
+def _created_at(value: Any) -> datetime:
+    """When a listed transaction was created; undated ones sort last."""
+    moment = parse_time(value)
+    return moment if moment is not None else datetime.max.replace(tzinfo=UTC)
 
 
 def _object(answer: HttpResponse, operation: str) -> dict[str, Any]:

@@ -3,12 +3,17 @@
 Every call carries the OAuth2 bearer token; a 401 means the token was revoked or lapsed early,
 so it is fetched again once and the call repeated once. Every attempt goes through ProviderHttp
 and so is recorded.
+
+The document offers no lookup by our ids: a payment's status is asked by Cryptofuse's own
+`transaction_id` only (`POST /payments/status/`), although the create carries our `order_id`,
+and a withdrawal can be neither listed nor queried. So `find_payment` and `find_withdrawal` are
+not supported: a create whose answer was lost stays for a person to resolve.
 """
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from adapters.providers.contract import (
     CreatedPayment,
@@ -16,6 +21,7 @@ from adapters.providers.contract import (
     CreatePaymentRequest,
     CreateWithdrawalRequest,
     ExchangeRecorder,
+    Operation,
     OperationNotSupported,
     ProviderCallFailed,
     WebhookBodyInvalid,
@@ -37,6 +43,11 @@ BALANCE_ACCOUNT = f"{PROVIDER_ID}:main"
 
 
 class CryptofuseClient:
+    # What the methods below refuse whatever the request (ProviderAdapter.supports).
+    unsupported_operations: ClassVar[frozenset[Operation]] = frozenset(
+        {Operation.FIND_PAYMENT, Operation.FIND_WITHDRAWAL}
+    )
+
     def __init__(
         self,
         settings: CryptofuseSettings,
@@ -94,6 +105,24 @@ class CryptofuseClient:
             return self._translator.translate_status(response.body, provider_ref)
         except WebhookBodyInvalid as error:
             raise ProviderCallFailed(PROVIDER_ID, operation, response.status, str(error)) from None
+
+    async def find_payment(
+        self,
+        order_id: str,
+        record: ExchangeRecorder,  # noqa: ARG002 - the contract's signature; nothing to ask
+    ) -> CreatedPayment | None:
+        raise OperationNotSupported(
+            f"cryptofuse looks payments up by its transaction_id only, not by order {order_id}"
+        )
+
+    async def find_withdrawal(
+        self,
+        request_id: str,
+        record: ExchangeRecorder,  # noqa: ARG002 - the contract's signature; nothing to ask
+    ) -> CreatedWithdrawal | None:
+        raise OperationNotSupported(
+            f"cryptofuse documents no withdrawal list or query (request {request_id})"
+        )
 
     async def fetch_balances(self, record: ExchangeRecorder) -> list[ProviderBalanceReport]:
         operation = "fetch_balances"

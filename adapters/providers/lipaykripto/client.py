@@ -5,7 +5,9 @@
   NEW token for each payment request, so nothing is cached; a token is never reused.
 - Withdrawal: POST /api/withdraw, no bearer token; the body carries clientId and an HMAC-SHA256
   signature (see signing.py).
-- The document offers no status query and no balance endpoint.
+- The document offers no status query, no lookup by paymentId or requestId and no balance
+  endpoint; its only hint that a payment exists is refusing a second one with the same
+  paymentId ("Invalid paymentId"), which names nothing and so resolves nothing.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from adapters.providers.contract import (
     CreatedPayment,
@@ -21,6 +23,7 @@ from adapters.providers.contract import (
     CreatePaymentRequest,
     CreateWithdrawalRequest,
     ExchangeRecorder,
+    Operation,
     OperationNotSupported,
     ProviderCallFailed,
     ProviderExchange,
@@ -52,6 +55,16 @@ class LiPayKriptoRequestError(ValueError):
 
 
 class LiPayKriptoClient:
+    # What the methods below refuse whatever the request (ProviderAdapter.supports).
+    unsupported_operations: ClassVar[frozenset[Operation]] = frozenset(
+        {
+            Operation.QUERY_PAYMENT,
+            Operation.FETCH_BALANCES,
+            Operation.FIND_PAYMENT,
+            Operation.FIND_WITHDRAWAL,
+        }
+    )
+
     def __init__(
         self,
         base_url: str,
@@ -162,6 +175,20 @@ class LiPayKriptoClient:
         record: ExchangeRecorder,  # noqa: ARG002 - the contract's signature; nothing to ask
     ) -> list[ProviderBalanceReport]:
         raise OperationNotSupported("LiPayKripto documents no balance endpoint")
+
+    async def find_payment(
+        self,
+        order_id: str,  # noqa: ARG002 - the contract's signature; there is nothing to ask
+        record: ExchangeRecorder,  # noqa: ARG002
+    ) -> CreatedPayment | None:
+        raise OperationNotSupported("LiPayKripto documents no payment lookup")
+
+    async def find_withdrawal(
+        self,
+        request_id: str,  # noqa: ARG002 - the contract's signature; there is nothing to ask
+        record: ExchangeRecorder,  # noqa: ARG002
+    ) -> CreatedWithdrawal | None:
+        raise OperationNotSupported("LiPayKripto documents no withdrawal lookup")
 
     async def close(self) -> None:
         await self._http.close()

@@ -4,6 +4,12 @@ A payment is a transaction into the merchant account (`toAccountId`), a withdraw
 out of it to the address (`fromAccountId` merchant, `toAccountId` address); `externalReference`
 carries the ledger's order id or request id. The document names the SDK's `getStatus` but no
 path: the client reads `GET /api/v1/transactions/{id}`, the REST form of its resources.
+
+Lookups by our id (`find_payment`, `find_withdrawal`) list `GET /api/v1/transactions`, which the
+guide shows (in its auth examples) without filters or answer: the client filters on the
+transaction's own field names, `externalReference` and the merchant account on the side that
+tells a payment (`toAccountId`) from a withdrawal (`fromAccountId`), reads the answer as a list
+(bare or under `data`, `items`, `transactions` or `results`) and checks both again itself.
 """
 
 from __future__ import annotations
@@ -11,7 +17,7 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 from adapters.providers.contract import (
     CreatedPayment,
@@ -118,6 +124,42 @@ class PaymentEngineClient:
             amount_to_send=view.amount,
         )
 
+    async def find_payment(self, order_id: str, record: ExchangeRecorder) -> CreatedPayment | None:
+        """The payment's transaction: into the merchant account, `externalReference` our order
+        id. Later transfers for the same order (how the sandbox reads further deposits) carry
+        the same reference, so the earliest created is the one our create made. Its `amount` is
+        the one asked while it is pending (the guide's completed transaction says what arrived)."""
+        query = {"externalReference": order_id, "toAccountId": self._merchant_account_id}
+        found = await self._find("find_payment", query, record, outgoing=False)
+        if found is None:
+            return None
+        view = self._view(found, "find_payment")
+        if view.amount is None or view.currency is None:
+            raise ProviderCallFailed(PROVIDER_ID, "find_payment", 200, "no amount or currencyCode")
+        return CreatedPayment(
+            provider_ref=view.transaction_id,
+            expected_amount=view.amount,
+            expected_currency=view.currency,
+            expires_at=None,  # the engine has none: the ledger keeps the one it asked for
+            provider_status=_status(found),
+        )
+
+    async def find_withdrawal(
+        self, request_id: str, record: ExchangeRecorder
+    ) -> CreatedWithdrawal | None:
+        """The withdrawal's transaction: out of the merchant account, `externalReference` our
+        request id."""
+        query = {"externalReference": request_id, "fromAccountId": self._merchant_account_id}
+        found = await self._find("find_withdrawal", query, record, outgoing=True)
+        if found is None:
+            return None
+        view = self._view(found, "find_withdrawal")
+        return CreatedWithdrawal(
+            provider_ref=view.transaction_id,
+            provider_status=_status(found),
+            amount_to_send=view.amount,
+        )
+
     async def query_payment(
         self, provider_ref: str, order_id: str, record: ExchangeRecorder
     ) -> Translation:
@@ -164,6 +206,23 @@ class PaymentEngineClient:
     async def close(self) -> None:
         await self._http.close()
 
+    async def _find(
+        self, operation: str, query: dict[str, str], record: ExchangeRecorder, *, outgoing: bool
+    ) -> dict[str, Any] | None:
+        """The earliest listed transaction with our reference, in the direction asked."""
+        path = f"{TRANSACTIONS_PATH}?{urlencode(query)}"
+        response = await self._respond(operation, "GET", path, record)
+        listed = _listed(response, operation)
+        reference = query["externalReference"]
+        ours = [
+            transaction
+            for transaction in listed
+            if reference in {transaction.get("externalReference"),
+                             transaction.get("transactionReference")}
+            and (transaction.get("fromAccountId") == self._merchant_account_id) == outgoing
+        ]
+        return min(ours, key=_created_at) if ours else None
+
     async def _send(
         self,
         operation: str,
@@ -172,6 +231,17 @@ class PaymentEngineClient:
         record: ExchangeRecorder,
         json_body: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
+        response = await self._respond(operation, method, path, record, json_body)
+        return _answer(response, operation)
+
+    async def _respond(
+        self,
+        operation: str,
+        method: str,
+        path: str,
+        record: ExchangeRecorder,
+        json_body: dict[str, Any] | None = None,
+    ) -> HttpResponse:
         """One authorized call; a 401 renews the credentials once and tries again."""
         headers = await self._auth.headers(record)
         response = await self._http.request(
@@ -183,7 +253,7 @@ class PaymentEngineClient:
             response = await self._http.request(
                 operation, method, path, record, json_body=json_body, headers=headers
             )
-        return _answer(response, operation)
+        return response
 
     def _view(self, answer: dict[str, Any], operation: str) -> TransactionView:
         try:
@@ -204,6 +274,30 @@ def _answer(response: HttpResponse, operation: str) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise ProviderCallFailed(PROVIDER_ID, operation, response.status, "answer is not an object")
     return body
+
+
+def _listed(response: HttpResponse, operation: str) -> list[dict[str, Any]]:
+    if not 200 <= response.status < 300:
+        raise ProviderCallFailed(PROVIDER_ID, operation, response.status, describe_error(response))
+    try:
+        body: Any = response.json()
+    except ValueError:
+        body = None
+    if isinstance(body, dict):
+        lists = [body.get(key) for key in ("data", "items", "transactions", "results")]
+        body = next((found for found in lists if isinstance(found, list)), None)
+    if not isinstance(body, list):
+        raise ProviderCallFailed(PROVIDER_ID, operation, response.status, "answer is not a list")
+    return [item for item in body if isinstance(item, dict)]
+
+
+def _created_at(transaction: dict[str, Any]) -> datetime:
+    """When a listed transaction was created; undated (or unreadably dated) ones sort last."""
+    try:
+        moment = optional_timestamp(transaction, "createdAt")
+    except WebhookBodyInvalid:
+        moment = None
+    return moment if moment is not None else datetime.max.replace(tzinfo=UTC)
 
 
 def _status(answer: dict[str, Any]) -> str:

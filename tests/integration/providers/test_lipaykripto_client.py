@@ -291,13 +291,26 @@ async def test_no_retry_on_400(client: LiPayKriptoClient) -> None:
 async def test_gives_up_after_the_last_attempt(
     client: LiPayKriptoClient, sandbox: TestServer
 ) -> None:
-    faults = {"operation": "create_payment", "statuses": [500, 500, 500, 500]}
+    faults = {"operation": "create_payment", "statuses": [503, 503, 503, 503]}
     await control(sandbox, "/_sandbox/faults", faults)
     record = Recorder()
     with pytest.raises(ProviderCallFailed) as caught:
         await client.create_payment(payment_request(), record)
-    assert caught.value.status == 500
+    assert caught.value.status == 503
     assert len(record.of("create_payment")) == FAST.attempts
+
+
+async def test_a_create_answered_500_is_not_sent_again(
+    client: LiPayKriptoClient, sandbox: TestServer
+) -> None:
+    """A 500 may come after the provider created the payment; it has no idempotency key, so a
+    second create could make a second payment: the ledger asks it later instead."""
+    await control(sandbox, "/_sandbox/faults", {"operation": "create_payment", "statuses": [500]})
+    record = Recorder()
+    with pytest.raises(ProviderCallFailed) as caught:
+        await client.create_payment(payment_request(), record)
+    assert caught.value.status == 500
+    assert 1 == len(record.of("create_payment"))
 
 
 @pytest.mark.parametrize(
