@@ -21,6 +21,10 @@ class AmountMustBeFinite(LedgerError, ValueError):
     code = "amount_must_be_finite"
 
 
+class AmountTooLarge(LedgerError, ValueError):
+    code = "amount_too_large"
+
+
 class AmountPrecisionExceedsCurrencyScale(LedgerError, ValueError):
     code = "amount_precision_exceeds_currency_scale"
 

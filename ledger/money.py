@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
+from decimal import ROUND_HALF_EVEN, Context, Decimal, InvalidOperation
 from typing import Any
 
 from ledger.errors import (
     AmountMustBeFinite,
     AmountMustNotBeFloat,
     AmountPrecisionExceedsCurrencyScale,
+    AmountTooLarge,
     CurrenciesMustMatch,
     CurrencyMustBeRegistered,
 )
@@ -81,10 +82,23 @@ def to_decimal(value: Any) -> Decimal:
     return result
 
 
+# The rule of money for size: no amount the ledger keeps (asked, reported by a provider, derived)
+# has more than 24 integer digits. API.md states it for requests; provider reports beyond it are
+# refused as broken facts instead of overflowing the arithmetic below.
+INTEGER_DIGITS_MAX = 24
+# Enough digits for the largest amount at the finest scale (24 + 18 for ETH), so quantizing never
+# rounds or overflows the default 28-digit context.
+_EXACT = Context(prec=INTEGER_DIGITS_MAX + 40)
+
+
 def quantize_exact(amount: Decimal, currency: str) -> Decimal:
     """Puts `amount` on the currency's scale, refusing to drop non-zero digits."""
+    if not amount.is_finite():
+        raise AmountMustBeFinite(f"{amount} is not a finite amount")
+    if not amount.is_zero() and amount.adjusted() >= INTEGER_DIGITS_MAX:
+        raise AmountTooLarge(f"amount has more than {INTEGER_DIGITS_MAX} integer digits")
     exponent = Decimal(1).scaleb(-currency_scale(currency))
-    quantized = amount.quantize(exponent)
+    quantized = amount.quantize(exponent, context=_EXACT)
     if quantized != amount:
         raise AmountPrecisionExceedsCurrencyScale(
             f"{amount} has more precision than {currency} allows "

@@ -323,6 +323,19 @@ class Payment(ProviderRecordedAggregate):
                 observed_at=utc(report.observed_at) if report.observed_at else received_at,
             )
             return
+        if known.amount != amount and verified and not known.verified:
+            # Only an unauthenticated delivery ever gave this amount: the provider's own word
+            # replaces it, so a forged report of a real deposit id cannot block the real one.
+            self._deposit_detected(
+                deposit_id=report.deposit_id,
+                amount=amount,
+                tx_hash=report.tx_hash,
+                confirmations=report.confirmations,
+                confirmed=report.confirmed,
+                verified=True,
+                observed_at=utc(report.observed_at) if report.observed_at else received_at,
+            )
+            return
         if known.amount != amount:
             raise DepositAmountMustNotChange(
                 f"deposit {report.deposit_id} was {known.amount}, now reported as {amount}"
@@ -517,9 +530,17 @@ class Payment(ProviderRecordedAggregate):
     ) -> None:
         # The provider's newest word wins, by its own clock, so that deliveries arriving out
         # of order leave the same word behind; on a tie the more final outcome wins.
+        # An unauthenticated word never hides an authenticated one (a forger could claim any
+        # time); among words of the same standing the newest wins.
+        if self.provider_status_verified and not verified:
+            return
         current = (self.provider_status_at, _OUTCOME_RANK.get(self.provider_outcome, 0))
         incoming = (reported_at, _OUTCOME_RANK.get(outcome, 0))
-        if current[0] is None or incoming >= current:
+        if (
+            current[0] is None
+            or incoming >= current
+            or (verified and not self.provider_status_verified)
+        ):
             self.provider_status = status_word
             self.provider_outcome = outcome
             self.provider_status_at = reported_at

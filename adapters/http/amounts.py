@@ -12,10 +12,10 @@ import re
 from decimal import Decimal
 
 from adapters.http.rules import json_kind, shown
+from ledger.money import INTEGER_DIGITS_MAX
 
 # Explicit [0-9]: \d would match every Unicode decimal digit.
 _PLAIN_DECIMAL = re.compile(r"([0-9]+)(?:\.([0-9]+))?")
-INTEGER_DIGITS_MAX = 24
 # No registered currency may have more (ledger.money.register_currency); the currency's own
 # scale, which is smaller, is checked once the currency is known.
 FRACTION_DIGITS_MAX = 30

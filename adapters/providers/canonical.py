@@ -12,9 +12,16 @@ import json
 from decimal import Decimal
 from typing import Any
 
+# Written out digit for digit, a number such as 1e999999999 (a hostile body may hold one) would
+# be a billion characters; past any amount's size the number keeps its short scientific form.
+_PLAIN_EXPONENT_MAX = 64
+
 
 def canonical_json(value: Any) -> str:
     if isinstance(value, Decimal):
+        exponent = value.as_tuple().exponent
+        if isinstance(exponent, int) and abs(exponent) > _PLAIN_EXPONENT_MAX:
+            return str(value)
         return format(value, "f")
     if isinstance(value, dict):
         members = (f"{json.dumps(str(k))}:{canonical_json(v)}" for k, v in sorted(value.items()))

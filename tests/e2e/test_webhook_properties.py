@@ -244,6 +244,8 @@ async def test_lipaykripto_two_confirmations_of_different_amounts_the_first_one_
 
 ALLOWED = frozenset({200, 400, 401, 404, 413})
 RAW_TOKENS = (
+    "1e999999999",
+    "1E+25",
     "1e999999",
     "-1e999999",
     "1E-999999",
@@ -549,6 +551,40 @@ async def test_hostile_text_in_every_string_of_a_real_delivery_is_never_a_500(st
                 if status not in ALLOWED:
                     failures.append((provider, name, repr(value), status))
         assert [] == failures, "\n".join(map(str, failures))
+
+
+HOSTILE_NUMBERS = ("1e999999999", "1E+25", "-1e999999", "1E-999999", "-5", "0", "1e400")
+
+
+async def test_hostile_numbers_in_every_number_of_a_real_delivery_are_never_a_500(store):
+    """Every number of each provider's real delivery for a known payment, in turn, replaced by
+    one no amount can be (a billion-digit exponent, 26 integer digits, negative, zero) and
+    properly signed: never a 500, answered at once (nothing is written out digit by digit)."""
+    async with rig(store, PROVIDERS) as bench:
+        failures = []
+        for provider in PROVIDERS:
+            _, (real, *_) = await payment_with_deliveries(bench, provider, "multiple_deposits")
+            document = loads_exact(real.body)
+            numbers = [
+                path
+                for path in paths(document)
+                if isinstance(value_at(document, path), int | Decimal)
+                and not isinstance(value_at(document, path), bool)
+            ]
+            for path in numbers:
+                for token in HOSTILE_NUMBERS:
+                    body = render(replaced(document, path, _SENTINEL + token))
+                    headers = signed_headers(provider, body, valid=True)
+                    status, _, _ = await post(bench, real.path, body, headers)
+                    if status not in ALLOWED:
+                        failures.append((provider, path, token, status))
+        assert [] == failures, "\n".join(map(str, failures))
+
+
+def value_at(document: Any, path: tuple[Any, ...]) -> Any:
+    for step in path:
+        document = document[step]
+    return document
 
 
 RAW_HEADERS = (

@@ -39,7 +39,7 @@ from ledger.commands import (
     WithdrawalReference,
     WithdrawalUpdate,
 )
-from ledger.errors import AmountPrecisionExceedsCurrencyScale
+from ledger.errors import AmountPrecisionExceedsCurrencyScale, AmountTooLarge
 from ledger.money import quantize_exact
 
 if TYPE_CHECKING:
@@ -173,6 +173,6 @@ def _try_amount(body: Mapping[str, Any], key: str) -> Decimal:
         raise WebhookBodyInvalid("wrong_shape", f"{key} must not be negative")
     try:
         return quantize_exact(amount, TRY_CURRENCY)
-    except (AmountPrecisionExceedsCurrencyScale, InvalidOperation):
-        detail = f"{key} is not a TRY amount (at most two decimals)"
+    except (AmountPrecisionExceedsCurrencyScale, AmountTooLarge, InvalidOperation):
+        detail = f"{key} is not a TRY amount (at most 24 digits and two decimals)"
         raise WebhookBodyInvalid("wrong_shape", detail) from None
