@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import dataclasses
 import secrets
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from typing import Any, TypeVar
 
 from adapters.config import Settings
 from adapters.providers.contract import (
@@ -29,7 +29,10 @@ from adapters.providers.contract import (
     TokenScope,
 )
 from adapters.providers.http_client import NOT_ACTED_ON_STATUSES
+from adapters.services.ingestion import token_hash
 from ledger.ports import Claim, ClaimTaken
+
+Answer = TypeVar("Answer")
 
 IDEMPOTENCY = "idempotency"
 # 4xx answers that do not say the provider holds nothing: 408 (it gave up waiting, perhaps after
@@ -128,6 +131,36 @@ def call_outcome(
         )
         return CallOutcome.REFUSED if refused else CallOutcome.UNKNOWN
     return CallOutcome.UNKNOWN
+
+
+def intent_claims(
+    stream: str, identity: Claim, token: str | None, idempotency: IdempotencyClaim | None
+) -> list[Claim]:
+    """What an intent claims with its append: its order or request id, its callback token, and
+    its Idempotency-Key first, so that a concurrent twin under the same key hears of the key."""
+    claims = [identity]
+    if token:
+        claims.append(Claim("callback_token", token_hash(token), stream))
+    if idempotency is not None:
+        claims.insert(0, idempotency.claim(stream))
+    return claims
+
+
+async def call_provider(
+    stream: str,
+    operation: str,
+    send: Callable[[ExchangeLog], Awaitable[Answer]],
+    failed: Callable[[str, ExchangeLog, CallOutcome, Exception], Awaitable[object]],
+) -> tuple[Answer, ExchangeLog]:
+    """Sends a recorded subject's create; a failure is recorded by `failed` (released or left
+    for recovery, as `call_outcome` says) and raised as SubmissionFailed naming the subject."""
+    calls = ExchangeLog()
+    try:
+        return await send(calls), calls
+    except Exception as error:
+        outcome = call_outcome(error, calls.exchanges, operation)
+        await failed(stream, calls, outcome, error)
+        raise SubmissionFailed(stream, outcome, error) from error
 
 
 class ExchangeLog:

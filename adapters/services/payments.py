@@ -11,17 +11,17 @@ from typing import Any
 from adapters.config import Settings
 from adapters.providers.contract import CreatedPayment, CreatePaymentRequest, ProviderAdapter
 from adapters.services.conflicts import retry_on_conflict
-from adapters.services.ingestion import WebhookIngestion, token_hash
+from adapters.services.ingestion import WebhookIngestion
 from adapters.services.intents import (
     CallOutcome,
     ExchangeLog,
     IdempotencyClaim,
     SubjectAlreadyExists,
-    SubmissionFailed,
     adapter_for,
-    call_outcome,
+    call_provider,
     callback_for,
     claim_conflict,
+    intent_claims,
 )
 from adapters.storage.postgres_store import PostgresEventStore
 from adapters.storage.repository import AggregateRepository
@@ -82,13 +82,9 @@ class PaymentService:
         )
         stream = str(payment.id)
         callback_url, token = callback_for(adapter, self.settings)
-        claims = [await self._order_claim(provider, order_id, stream)]
-        if token:
-            claims.append(Claim("callback_token", token_hash(token), stream))
-        if idempotency is not None:
-            # First, so that a concurrent twin under the same key hears of the key, not the id.
-            claims.insert(0, idempotency.claim(stream))
+        identity = await self._order_claim(provider, order_id, stream)
         try:
+            claims = intent_claims(stream, identity, token, idempotency)
             await self.repository.save(payment, claims=claims)
         except ClaimTaken as taken:
             raise claim_conflict(taken) from None
@@ -102,13 +98,12 @@ class PaymentService:
             description=f"order {order_id}",
             customer_id=customer_id,
         )
-        calls = ExchangeLog()
-        try:
-            created = await adapter.client.create_payment(request, calls)
-        except Exception as error:
-            outcome = call_outcome(error, calls.exchanges, "create_payment")
-            await self._submission_failed(stream, calls, outcome, error)
-            raise SubmissionFailed(stream, outcome, error) from error
+        created, calls = await call_provider(
+            stream,
+            "create_payment",
+            lambda calls: adapter.client.create_payment(request, calls),
+            self._submission_failed,
+        )
         return await self.accept(stream, created, calls)
 
     async def _order_claim(self, provider: str, order_id: str, stream: str) -> Claim:

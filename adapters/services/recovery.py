@@ -13,11 +13,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Protocol, TypeVar
 
 from adapters.providers.contract import (
+    CreatedPayment,
+    CreatedWithdrawal,
     Operation,
     OperationNotSupported,
     ProviderAdapter,
@@ -37,6 +40,22 @@ log = logging.getLogger(__name__)
 GRACE = timedelta(seconds=120)
 _BATCH = 200
 NO_LOOKUP = "the provider offers no lookup by our id: a person must ask it"
+
+
+Found = TypeVar("Found", CreatedPayment, CreatedWithdrawal)
+Answered_contra = TypeVar("Answered_contra", CreatedPayment, CreatedWithdrawal, contravariant=True)
+
+
+class Resolver(Protocol[Answered_contra]):
+    """What recovery asks of the payment and withdrawal services (see `intents`)."""
+
+    async def accept(
+        self, stream: str, created: Answered_contra, calls: ExchangeLog | None
+    ) -> object: ...
+
+    async def refuse(self, stream: str, reason: str, calls: ExchangeLog | None) -> object: ...
+
+    async def note_unknown(self, stream: str, reason: str, calls: ExchangeLog | None) -> object: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,53 +114,62 @@ class SubmissionRecovery:
         payment = await self.repository.load(Payment, stream)
         if payment is None or payment.submission is not Submission.SUBMITTING:
             return "resolved"
-        adapter = self.adapters.get(payment.provider)
-        if adapter is None or not adapter.supports(Operation.FIND_PAYMENT):
-            await self.payments.note_unknown(stream, NO_LOOKUP)
-            return "unknown"
-        calls = ExchangeLog()
-        try:
-            found = await adapter.client.find_payment(payment.order_id, calls)
-        except OperationNotSupported:
-            await self.payments.note_unknown(stream, NO_LOOKUP, calls)
-            return "unknown"
-        except ProviderCallFailed as failed:
-            log.warning(
-                "recovery: %s lookup of payment %s failed: %s", adapter.name, stream, failed
-            )
-            await self.payments.note_unknown(stream, f"lookup failed: {failed}", calls)
-            return "unknown"
-        if found is None:
-            await self.payments.refuse(
-                stream, "the provider holds no payment for this order", calls
-            )
-            return "released"
-        await self.payments.accept(stream, found, calls)
-        return "submitted"
+        order_id = payment.order_id
+        return await self._ask(
+            stream,
+            payment.provider,
+            Operation.FIND_PAYMENT,
+            lambda adapter, calls: adapter.client.find_payment(order_id, calls),
+            self.payments,
+        )
 
     async def _withdrawal(self, stream: str) -> str:
         withdrawal = await self.repository.load(Withdrawal, stream)
         if withdrawal is None or not withdrawal.awaits_provider_answer:
             return "resolved"
-        adapter = self.adapters.get(withdrawal.provider)
-        if adapter is None or not adapter.supports(Operation.FIND_WITHDRAWAL):
-            await self.withdrawals.note_unknown(stream, NO_LOOKUP)
-            return "unknown"
+        request_id = withdrawal.request_id
+        return await self._ask(
+            stream,
+            withdrawal.provider,
+            Operation.FIND_WITHDRAWAL,
+            lambda adapter, calls: adapter.client.find_withdrawal(request_id, calls),
+            self.withdrawals,
+        )
+
+    @staticmethod
+    async def _find(
+        adapter: ProviderAdapter | None,
+        lookup: Operation,
+        find: Callable[[ProviderAdapter, ExchangeLog], Awaitable[Found | None]],
+        calls: ExchangeLog,
+    ) -> Found | None:
+        if adapter is None or not adapter.supports(lookup):
+            raise OperationNotSupported(lookup.value)
+        return await find(adapter, calls)
+
+    async def _ask(
+        self,
+        stream: str,
+        provider: str,
+        lookup: Operation,
+        find: Callable[[ProviderAdapter, ExchangeLog], Awaitable[Found | None]],
+        service: Resolver[Found],
+    ) -> str:
+        """Asks the provider by our id and records what it says: submitted, released, or
+        unknown (no lookup, or it failed: the next pass asks again)."""
+        adapter = self.adapters.get(provider)
         calls = ExchangeLog()
         try:
-            found = await adapter.client.find_withdrawal(withdrawal.request_id, calls)
+            found = await self._find(adapter, lookup, find, calls)
         except OperationNotSupported:
-            await self.withdrawals.note_unknown(stream, NO_LOOKUP, calls)
+            await service.note_unknown(stream, NO_LOOKUP, calls)
             return "unknown"
         except ProviderCallFailed as failed:
-            log.warning(
-                "recovery: %s lookup of withdrawal %s failed: %s", adapter.name, stream, failed
-            )
-            await self.withdrawals.note_unknown(stream, f"lookup failed: {failed}", calls)
+            log.warning("recovery: %s of %s failed: %s", lookup.value, stream, failed)
+            await service.note_unknown(stream, f"lookup failed: {failed}", calls)
             return "unknown"
         if found is None:
-            reason = "the provider holds no withdrawal for this request"
-            await self.withdrawals.release_unknown(stream, reason, calls)
+            await service.refuse(stream, "the provider holds nothing under our id", calls)
             return "released"
-        await self.withdrawals.accept(stream, found, calls)
+        await service.accept(stream, found, calls)
         return "submitted"

@@ -17,17 +17,17 @@ from adapters.providers.contract import (
     ProviderAdapter,
 )
 from adapters.services.conflicts import retry_on_conflict
-from adapters.services.ingestion import WebhookIngestion, token_hash
+from adapters.services.ingestion import WebhookIngestion
 from adapters.services.intents import (
     CallOutcome,
     ExchangeLog,
     IdempotencyClaim,
     SubjectAlreadyExists,
-    SubmissionFailed,
     adapter_for,
-    call_outcome,
+    call_provider,
     callback_for,
     claim_conflict,
+    intent_claims,
 )
 from adapters.storage.postgres_store import PostgresEventStore
 from adapters.storage.repository import AggregateRepository
@@ -106,14 +106,10 @@ class WithdrawalService:
         )
         stream = str(withdrawal.id)
         callback_url, token = callback_for(adapter, self.settings)
-        claims = [await self._request_claim(provider, request_id, stream)]
-        if token:
-            claims.append(Claim("callback_token", token_hash(token), stream))
-        if idempotency is not None:
-            # First, so that a concurrent twin under the same key hears of the key, not the id.
-            claims.insert(0, idempotency.claim(stream))
+        identity = await self._request_claim(provider, request_id, stream)
         async with self.funds.reserving(provider, currency, withdrawal.requested.amount):
             try:
+                claims = intent_claims(stream, identity, token, idempotency)
                 await self.repository.save(withdrawal, claims=claims)
             except ClaimTaken as taken:
                 raise claim_conflict(taken) from None
@@ -125,13 +121,12 @@ class WithdrawalService:
             callback_url=callback_url,
             pay_currency=pay_currency,
         )
-        calls = ExchangeLog()
-        try:
-            created = await adapter.client.create_withdrawal(request, calls)
-        except Exception as error:
-            outcome = call_outcome(error, calls.exchanges, "create_withdrawal")
-            await self._submission_failed(stream, calls, outcome, error)
-            raise SubmissionFailed(stream, outcome, error) from error
+        created, calls = await call_provider(
+            stream,
+            "create_withdrawal",
+            lambda calls: adapter.client.create_withdrawal(request, calls),
+            self._submission_failed,
+        )
         return await self.accept(stream, created, calls)
 
     async def _request_claim(self, provider: str, request_id: str, stream: str) -> Claim:
@@ -182,7 +177,7 @@ class WithdrawalService:
 
         return await self._resolve(stream, calls, record_failure)
 
-    async def release_unknown(
+    async def refuse(
         self, stream: str, reason: str, calls: ExchangeLog | None = None
     ) -> Withdrawal:
         """The provider holds no withdrawal for this request (recovery asked): release it."""
