@@ -8,6 +8,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from ledger.audit_rows import payload_document
 from ledger.money import Money
 from ledger.payment import Payment, Submission
 from ledger.ports import RecordedEvent
@@ -84,11 +85,16 @@ def withdrawal_view(withdrawal: Withdrawal) -> dict[str, Any]:
 
 
 def event_view(event: RecordedEvent) -> dict[str, Any]:
+    encoding, payload = payload_document(event.payload)
     return {
         "position": event.position,
         "version": event.version,
         "type": event.type,
         "recorded_at": _time(event.recorded_at),
+        # What the event says (for a delivery, what the provider sent), as the audit export
+        # shows it: decoded JSON, or base64 where the bytes are not canonical JSON.
+        "payload_encoding": encoding,
+        "payload": payload,
         "hash": event.hash.hex(),
         "prev_hash": event.prev_hash.hex(),
     }

@@ -8,12 +8,16 @@ import logging
 import sys
 from pathlib import Path
 
+from adapters.cli.audit import add_commands as add_audit_commands
+from adapters.cli.audit import run_audit
+from adapters.cli.config_check import add_commands as add_config_commands
+from adapters.cli.config_check import run_config
 from adapters.cli.database import open_pool
 from adapters.cli.finance import add_commands as add_finance_commands
-from adapters.config import PROVIDER_IDS, Settings, load_settings
+from adapters.config import PROVIDER_IDS, ConfigError, Settings, load_settings
+from adapters.observability.logs import configure_logging
 from adapters.sandbox.fleet import LOOPBACK
 from adapters.storage.migrate import migrate
-from adapters.storage.postgres_store import PostgresEventStore
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -53,9 +57,8 @@ def _parser() -> argparse.ArgumentParser:
     database_commands = database.add_subparsers(dest="db_command", required=True)
     database_commands.add_parser("migrate", help="apply pending schema migrations")
     add_finance_commands(commands, config)
-    audit = commands.add_parser("audit", parents=[config], help="audit trail")
-    audit_commands = audit.add_subparsers(dest="audit_command", required=True)
-    audit_commands.add_parser("verify", help="verify the hash chain over the whole log")
+    add_audit_commands(commands, config)
+    add_config_commands(commands, config)
     return parser
 
 
@@ -76,22 +79,18 @@ async def _migrate(settings: Settings) -> None:
         print("applied: " + (", ".join(applied) if applied else "nothing (up to date)"))
 
 
-async def _verify(settings: Settings) -> None:
-    from ledger.hashchain import GENESIS_HASH, verify_chain  # noqa: PLC0415
-
-    async with open_pool(settings) as pool:
-        store = PostgresEventStore(pool)
-        previous, checked = GENESIS_HASH, 0
-        async for batch in store.read_log(0):
-            checked += verify_chain(batch, start_hash=previous)
-            previous = batch[-1].hash
-        print(f"hash chain verified: {checked} events, head {previous.hex()}")
-
-
 def main(argv: list[str] | None = None) -> None:
     arguments = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if arguments.verbose else logging.WARNING)
-    settings = load_settings(arguments.config)
+    configure_logging(
+        level=logging.INFO if arguments.verbose else logging.WARNING,
+        access_log=arguments.command == "serve",
+    )
+    try:
+        settings = load_settings(arguments.config)
+    except ConfigError as error:
+        # One line, no traceback: the key, where it was, the closest known key.
+        print(f"ledger: config: {error}", file=sys.stderr)
+        sys.exit(2)
     # Imported per command: each pulls in only what it runs.
     if arguments.command == "demo":
         from adapters.cli.demo import run_demo  # noqa: PLC0415
@@ -119,8 +118,10 @@ def main(argv: list[str] | None = None) -> None:
         )
     elif arguments.command == "db":
         asyncio.run(_migrate(settings))
+    elif arguments.command == "config":
+        sys.exit(run_config(arguments, settings))
     elif arguments.command == "audit":
-        asyncio.run(_verify(settings))
+        sys.exit(run_audit(arguments, settings))
     elif arguments.command in {"projections", "reconcile"}:
         from adapters.cli.finance import run_projections, run_reconcile  # noqa: PLC0415
 

@@ -10,22 +10,27 @@ import asyncpg
 from aiohttp import web
 
 from adapters.config import Settings
+from adapters.http.audit import add_audit_routes
 from adapters.http.auth import SETTINGS
 from adapters.http.background import add_background
 from adapters.http.finance import add_finance_routes
 from adapters.http.keys import (
     ADAPTERS,
     INGESTION,
+    METRICS,
     PAYMENTS,
     QUERIES,
     RECOVERY,
     STORE,
     WITHDRAWALS,
 )
-from adapters.http.middleware import problems, request_ids
+from adapters.http.metrics import add_metrics
+from adapters.http.middleware import access_log, http_metrics, problems, request_ids
+from adapters.http.openapi.routes import add_openapi
 from adapters.http.problems import DATABASE_OUTAGES, problem, unavailable
 from adapters.http.queries import RUNNER, add_query_routes
 from adapters.http.subjects import add_subject_routes
+from adapters.observability.metered import MeteredEventStore, metered_adapters
 from adapters.providers.contract import (
     ProviderAdapter,
 )
@@ -69,6 +74,7 @@ async def receive_webhook(request: web.Request) -> web.Response:
     except ConcurrencyConflict:
         # More concurrent writers on one payment than retries: nothing was recorded.
         return unavailable("too many concurrent deliveries for one subject; retry later")
+    request.app[METRICS].deliveries.labels(provider, result.outcome).inc()
     if result.status == 200:
         return web.json_response({"received": True, "outcome": result.outcome})
     title = {400: "Bad Request", 401: "Unauthorized"}.get(result.status, "Error")
@@ -144,8 +150,11 @@ def init_app(
 ) -> web.Application:
     """`clock` is the ledger's own time (expiry, lateness); tests pass one they can move."""
     app = web.Application(
-        middlewares=[request_ids, problems], client_max_size=settings.max_body_bytes + 1
+        middlewares=[request_ids, access_log, http_metrics, problems],
+        client_max_size=settings.max_body_bytes + 1,
     )
+    metrics = add_metrics(app)  # /metrics; the store and provider clients report to it
+    store, adapters = MeteredEventStore(store, metrics), metered_adapters(adapters, metrics)
     now = clock or (lambda: datetime.now(UTC))
     ingestion = WebhookIngestion(store, adapters, clock=now)
     app[SETTINGS] = settings
@@ -166,6 +175,7 @@ def init_app(
     app[QUERIES] = queries
     add_query_routes(app)
     add_finance_routes(app, payments)
+    add_audit_routes(app, settings, store)  # export, head, checkpoints, public key
     add_background(app, settings, store, payments, dict(adapters), now)
 
     async def close_clients(_: web.Application) -> None:
@@ -178,6 +188,7 @@ def init_app(
     add_subject_routes(app)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
+    add_openapi(app)  # /v1/openapi.json and the page at /v1/docs/
     return app
 
 

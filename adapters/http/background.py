@@ -19,7 +19,7 @@ from datetime import datetime, timedelta
 from aiohttp import web
 
 from adapters.config import Settings
-from adapters.http.keys import QUERIES, RECOVERY
+from adapters.http.keys import CHECKPOINTER, QUERIES, RECOVERY
 from adapters.http.queries import RUNNER
 from adapters.providers.contract import ProviderAdapter
 from adapters.services.balances import BalancePoller
@@ -123,6 +123,10 @@ def add_background(
         if settings.provider_query_seconds > 0:
             loops["provider queries"] = lambda healthy: app[QUERIES].run_forever(
                 settings.provider_query_seconds, healthy
+            )
+        if settings.audit.checkpoint_every_seconds > 0:
+            loops["audit checkpoints"] = lambda healthy: app[CHECKPOINTER].run_forever(
+                settings.audit.checkpoint_every_seconds, healthy
             )
         tasks = [
             asyncio.create_task(supervise(name, loop, backoff), name=name)

@@ -15,9 +15,10 @@ from typing import Annotated, Any
 
 from pydantic import BeforeValidator, WithJsonSchema
 
-from adapters.http.amounts import INTEGER_DIGITS_MAX, AmountRefused, read_plain_amount
+from adapters.http.amounts import AmountRefused, read_plain_amount
 from adapters.http.rules import broken, json_kind, shown
 from ledger.codec import dumps_canonical
+from ledger.money import INTEGER_DIGITS_MAX
 
 IDENTIFIER_LENGTH_MAX = 128
 ADDRESS_LENGTH_MAX = 256

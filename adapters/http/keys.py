@@ -6,6 +6,8 @@ from collections.abc import Mapping
 
 from aiohttp import web
 
+from adapters.audit.checkpoints import Checkpointer
+from adapters.observability.metrics import LedgerMetrics
 from adapters.providers.contract import ProviderAdapter
 from adapters.services.ingestion import WebhookIngestion
 from adapters.services.payments import PaymentService
@@ -21,4 +23,6 @@ WITHDRAWALS = web.AppKey("withdrawals", WithdrawalService)
 RECOVERY = web.AppKey("recovery", SubmissionRecovery)
 QUERIES = web.AppKey("provider_queries", ProviderQueries)
 ADAPTERS = web.AppKey("adapters", Mapping[str, ProviderAdapter])
+CHECKPOINTER = web.AppKey("audit_checkpointer", Checkpointer)
 REQUEST_ID = web.RequestKey("request_id", str)
+METRICS = web.AppKey("metrics", LedgerMetrics)

@@ -2,9 +2,13 @@
 problem+json with a request id").
 
 `request_ids` gives each request an id (the caller's X-Request-Id when it is a sane token, else a
-new one) and returns it in the X-Request-Id header. `problems` turns whatever a handler raises
-into RFC 9457 problem+json, and stamps the request id into every problem body, whether raised or
-returned by a handler: a caller quoting the id lets an operator find the logged traceback.
+new one), binds it to every log line written while the request is served (structlog
+contextvars) and returns it in the X-Request-Id header. `access_log` writes one line per request
+and `http_metrics` counts and times it, both by route template: the path itself can carry a
+webhook token (/v1/webhooks/{provider}/{token}) and has unbounded variety. `problems` turns
+whatever a handler raises into RFC 9457 problem+json, and stamps the request id into every
+problem body, whether raised or returned by a handler: a caller quoting the id lets an operator
+find the logged traceback.
 """
 
 from __future__ import annotations
@@ -12,12 +16,14 @@ from __future__ import annotations
 import json
 import logging
 import re
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 
+import structlog
 from aiohttp import web
 
-from adapters.http.keys import REQUEST_ID
+from adapters.http.keys import METRICS, REQUEST_ID
 from adapters.http.problems import (
     DATABASE_OUTAGES,
     RETRY_AFTER_SECONDS,
@@ -26,15 +32,18 @@ from adapters.http.problems import (
     unavailable,
 )
 from adapters.http.rules import shown
+from adapters.observability.logs import ACCESS_LOGGER
 from ledger.errors import ConcurrencyConflict
 
 log = logging.getLogger(__name__)
+access = logging.getLogger(ACCESS_LOGGER)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 # A caller's id is echoed in a header and in bodies: only a short token of safe characters.
 _CALLER_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 _PROBLEM_JSON = "application/problem+json"
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
 @web.middleware
@@ -42,12 +51,68 @@ async def request_ids(request: web.Request, handler: Handler) -> web.StreamRespo
     given = request.headers.get("X-Request-Id", "")
     request_id = given if _CALLER_REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
     request[REQUEST_ID] = request_id
+    # Bound for this request only: a keep-alive connection serves its next request in the same
+    # task, which must not inherit this id.
+    with structlog.contextvars.bound_contextvars(request_id=request_id):
+        try:
+            response = await handler(request)
+        except web.HTTPException as passed_on:  # a redirect `problems` let through
+            passed_on.headers["X-Request-Id"] = request_id
+            raise
+    response.headers["X-Request-Id"] = request_id
+    return response
+
+
+def _route(request: web.Request) -> str:
+    """The route template (`/v1/payments/{payment_id}`), never the path."""
+    resource = request.match_info.route.resource
+    return resource.canonical if resource is not None else "unmatched"
+
+
+@web.middleware
+async def access_log(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """One line per request (inside `request_ids`, so the line carries the request id; outside
+    `problems`, so it sees the status the caller got)."""
+    started = time.perf_counter()
+    status = 500  # what the server answers when the handler fails past `problems`
     try:
         response = await handler(request)
+        status = response.status
     except web.HTTPException as passed_on:  # a redirect `problems` let through
-        passed_on.headers["X-Request-Id"] = request_id
+        status = passed_on.status
         raise
-    response.headers["X-Request-Id"] = request_id
+    finally:
+        access.info(
+            "request",
+            extra={
+                "method": request.method,
+                "route": _route(request),
+                "status": status,
+                "duration_ms": round((time.perf_counter() - started) * 1000, 3),
+            },
+        )
+    return response
+
+
+@web.middleware
+async def http_metrics(request: web.Request, handler: Handler) -> web.StreamResponse:
+    metrics = request.app.get(METRICS)
+    if metrics is None:
+        return await handler(request)
+    started = time.perf_counter()
+    status = 500  # what the server answers when the handler fails past `problems`
+    try:
+        response = await handler(request)
+        status = response.status
+    except web.HTTPException as passed_on:  # a redirect `problems` let through
+        status = passed_on.status
+        raise
+    finally:
+        route = _route(request)
+        # Any token is a method to HTTP: a caller must not be able to mint label values.
+        method = request.method if request.method in _METHODS else "OTHER"
+        metrics.http_requests.labels(method, route, str(status)).inc()
+        metrics.http_seconds.labels(method, route).observe(time.perf_counter() - started)
     return response
 
 

@@ -356,6 +356,14 @@ class WebhookIngestion:
             verification.outcome is not VerificationOutcome.VERIFIED
             or subject.has_verified_delivery(key)
         ):
+            if (
+                document.get("matched_later")
+                and verification.outcome is VerificationOutcome.VERIFIED
+                and subject.has_verified_delivery(key)
+            ):
+                # The subject's creation and the delivery's own second look may both match one
+                # unmatched record that overtook it: it is already in the stream once.
+                return "duplicate"
             subject.record_delivery({**document, "outcome": "duplicate"})
             return "duplicate"
         verified, reason = await self._verified_for(subject, fact, document, verification)

@@ -1,4 +1,3 @@
-
 """eventsourcing's `ApplicationRecorder` over our own event store and tables.
 
 eventsourcing 9.5 is synchronous; our store is asyncpg. The recorder runs a private asyncio event
@@ -134,6 +133,8 @@ class LedgerApplicationRecorder(ApplicationRecorder):
         self._stop_loop()
 
     async def _close_pool(self) -> None:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self._store.close(), timeout=_CLOSE_TIMEOUT)
         try:
             await asyncio.wait_for(self._pool.close(), timeout=_CLOSE_TIMEOUT)
         except TimeoutError:

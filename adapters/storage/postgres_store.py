@@ -5,19 +5,34 @@ UPDATE`). That is what makes the global order gap-free: a position is taken and 
 the lock is held, so no transaction can commit a lower position after a reader has seen a higher
 one (eventsourcing's recorder gets the same from `LOCK TABLE ... IN EXCLUSIVE MODE`; a sequence
 alone would let a reader pass over a gap left by a slower transaction).
+
+Group commit (DESIGN.md, "Event store"): every append goes to its partition's writer, one task on
+a connection of its own (no pool reset per append). The writer sends everything that arrived
+while its previous commit was in flight as one call of `ledger_append` (migration 007) in
+autocommit: one statement, one transaction, one fsync, the head's lock held for that statement
+only. The function checks each append's versions and takes its claims on its own, in order, as
+if it ran alone; hashes are computed here (ledger/hashchain.py) against the head the writer last
+saw, and the function writes nothing and says so when that head, or the set of appends accepted,
+was not what they were computed for; the writer then recomputes and calls again.
 """
 
 from __future__ import annotations
 
+import asyncio
+import collections
+import contextlib
 import json
 from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
+from adapters.storage.outages import DATABASE_OUTAGES
 from ledger.errors import ConcurrencyConflict
-from ledger.hashchain import canonical_bytes, chain_hash
+from ledger.hashchain import GENESIS_HASH, canonical_bytes, chain_hash
 from ledger.ports import Claim, ClaimTaken, Head, NewEvent, RecordedEvent, partition_of
 
 NOTIFY_CHANNEL = "ledger_events"
@@ -87,9 +102,294 @@ def _check_versions_are_contiguous(
         next_version[new.stream_id] = new.version
 
 
+_APPEND = (
+    "SELECT ok, head_position, head_hash, outcomes, details, claim_index FROM ledger_append("
+    "$1, $2, $3, $4::boolean[], $5::int[], $6::text[], $7::int[], $8::int[], $9::int[],"
+    " $10::text[], $11::text[], $12::text[], $13::text[], $14::text[], $15::bigint[],"
+    " $16::text[], $17::int[], $18::text[], $19::bytea[], $20::text[], $21, $22::bytea[],"
+    " $23::bytea[])"
+)
+_ACCEPTED, _CONFLICT, _CLAIM_TAKEN = 0, 1, 2
+# A writer gathers at most this many events into one transaction (one statement's arrays).
+_MAX_BATCH_EVENTS = 2_000
+# A writer's connection closes after this long without appends (and reopens on the next).
+_IDLE_SECONDS = 2.0
+
+
+@dataclass(slots=True)
+class _Append:
+    events: Sequence[NewEvent]
+    expected_versions: dict[str, int]
+    claims: Sequence[Claim]
+    done: asyncio.Future[list[RecordedEvent]]
+
+
+class _PartitionWriter:
+    """Group commit for one partition: one task on a held connection (no pool reset) writes
+    every append that arrived while the previous commit was in flight in one statement, so one
+    transaction and one fsync; each append's future gets its own outcome."""
+
+    def __init__(self, store: PostgresEventStore, partition: int) -> None:
+        self.store = store
+        self.partition = partition
+        self.loop = asyncio.get_running_loop()
+        self.pending: collections.deque[_Append] = collections.deque()
+        self.wake = asyncio.Event()
+        self.connection: asyncpg.Connection | None = None
+        self.head: tuple[int, bytes] | None = None  # as last seen; verified by the statement
+        self.task: asyncio.Task[None] | None = None
+
+    def submit(self, append: _Append) -> None:
+        self.pending.append(append)
+        self.wake.set()
+        if self.task is None or self.task.done():
+            self.task = self.loop.create_task(self._run(), name=f"ledger-writer-{self.partition}")
+
+    async def _run(self) -> None:
+        try:
+            while True:
+                if not self.pending:
+                    self.wake.clear()
+                    try:
+                        await asyncio.wait_for(self.wake.wait(), _IDLE_SECONDS)
+                    except TimeoutError:
+                        if not self.pending:
+                            return
+                batch = self._take_batch()
+                await self._write(batch)
+        finally:
+            self._drop_connection()
+            for append in self.pending:  # only when cancelled (the loop is closing)
+                if not append.done.done():
+                    append.done.cancel()
+            self.pending.clear()
+
+    def _take_batch(self) -> list[_Append]:
+        batch: list[_Append] = []
+        size = 0
+        while self.pending and (
+            not batch or size + len(self.pending[0].events) <= _MAX_BATCH_EVENTS
+        ):
+            append = self.pending.popleft()
+            if append.done.done():  # its caller gave up before it was written
+                continue
+            batch.append(append)
+            size += len(append.events)
+        return batch
+
+    def _drop_connection(self) -> None:
+        if self.connection is not None:
+            self.connection.terminate()
+            self.connection = None
+        self.head = None
+
+    async def _write(self, batch: list[_Append]) -> None:
+        if not batch:
+            return
+        try:
+            outcomes = await self._commit(batch)
+        except asyncio.CancelledError as cancelled:
+            _settle(batch, [cancelled] * len(batch))
+            raise
+        except Exception as error:  # noqa: BLE001 - handed to the callers, none swallowed
+            outage = isinstance(error, DATABASE_OUTAGES)
+            if outage and (self.connection is None or self.connection.is_closed()):
+                # The database is unreachable: every caller of the batch gets the outage (the
+                # same error an append gave before group commit); the next batch reconnects.
+                self._drop_connection()
+                _settle(batch, [error] * len(batch))
+            elif len(batch) == 1:
+                if outage:
+                    self._drop_connection()
+                _settle(batch, [error])
+            else:
+                # One append refused outright (not a conflict: bad data, say), or a connection
+                # that may still be usable: alone, each append gets its own outcome.
+                for append in batch:
+                    await self._write([append])
+        else:
+            _settle(batch, outcomes)
+
+    async def _commit(self, batch: list[_Append]) -> list[list[RecordedEvent] | Exception]:
+        if self.connection is None or self.connection.is_closed():
+            self.connection = await self.store.connect()
+            self.head = None
+        connection = self.connection
+        assumed = [True] * len(batch)
+        head = self.head
+        for _attempt in range(100):
+            if head is None:
+                row = await connection.fetchrow(
+                    "SELECT position, hash FROM log_heads WHERE partition = $1", self.partition
+                )
+                head = (row["position"], bytes(row["hash"])) if row else (0, GENESIS_HASH)
+            arguments, recorded = _arguments(self.partition, head, batch, assumed)
+            row = await connection.fetchrow(_APPEND, *arguments)
+            assert row is not None
+            found_head = (row["head_position"], bytes(row["head_hash"]))
+            if row["ok"]:
+                self.head = found_head
+                return [
+                    _refusal(append, code, row["details"][i], row["claim_index"][i])
+                    if (code := row["outcomes"][i]) != _ACCEPTED
+                    else recorded[i]
+                    for i, append in enumerate(batch)
+                ]
+            if found_head != head:
+                head = found_head  # another writer moved it: recompute against this one
+            else:
+                assumed = [code == _ACCEPTED for code in row["outcomes"]]
+        raise RuntimeError("append did not settle after 100 attempts")
+
+
+def _settle(batch: list[_Append], outcomes: Sequence[list[RecordedEvent] | BaseException]) -> None:
+    for append, outcome in zip(batch, outcomes, strict=True):
+        if append.done.done():
+            continue
+        if isinstance(outcome, asyncio.CancelledError):
+            append.done.cancel()
+        elif isinstance(outcome, BaseException):
+            append.done.set_exception(outcome)
+        else:
+            append.done.set_result(outcome)
+
+
+def _refusal(append: _Append, code: int, detail: str, claim_index: int | None) -> Exception:
+    if code == _CONFLICT:
+        return ConcurrencyConflict(detail)
+    assert code == _CLAIM_TAKEN
+    assert claim_index is not None
+    return ClaimTaken(append.claims[claim_index - 1], detail)
+
+
+def _arguments(
+    partition: int, head: tuple[int, bytes], batch: list[_Append], assumed: list[bool]
+) -> tuple[list[Any], list[list[RecordedEvent]]]:
+    """The statement's arguments, and each append's events as recorded if it is accepted."""
+    recorded_at = datetime.now(UTC)
+    position, prev_hash = head
+    exp_append: list[int] = []
+    exp_stream: list[str] = []
+    exp_version: list[int] = []
+    exp_next: list[int] = []
+    claim_columns: tuple[list[Any], ...] = ([], [], [], [], [], [])
+    recorded: list[list[RecordedEvent]] = []
+    for number, (append, accepted) in enumerate(zip(batch, assumed, strict=True), start=1):
+        last = dict(append.expected_versions)
+        for new in append.events:
+            last[new.stream_id] = new.version
+        for stream_id, expected in append.expected_versions.items():
+            exp_append.append(number)
+            exp_stream.append(stream_id)
+            exp_version.append(expected)
+            exp_next.append(last[stream_id])
+        for claim in append.claims:
+            for column, value in zip(
+                claim_columns,
+                (number, claim.namespace, claim.key, claim.stream_id, claim.value, claim.replaces),
+                strict=True,
+            ):
+                column.append(value)
+        if accepted:
+            chained = _chain(partition, position, prev_hash, append.events, recorded_at)
+            if chained:
+                position, prev_hash = chained[-1].position, chained[-1].hash
+            recorded.append(chained)
+        else:
+            recorded.append([])
+    events = [event for chained in recorded for event in chained]
+    arguments: list[Any] = [
+        partition,
+        head[0],
+        head[1],
+        assumed,
+        exp_append,
+        exp_stream,
+        exp_version,
+        exp_next,
+        *claim_columns,
+        [e.position for e in events],
+        [e.stream_id for e in events],
+        [e.version for e in events],
+        [e.type for e in events],
+        [e.payload for e in events],
+        [json.dumps(e.metadata) for e in events],
+        recorded_at,
+        [e.prev_hash for e in events],
+        [e.hash for e in events],
+    ]
+    return arguments, recorded
+
+
+def _chain(
+    partition: int,
+    position: int,
+    prev_hash: bytes,
+    events: Sequence[NewEvent],
+    recorded_at: datetime | None = None,
+) -> list[RecordedEvent]:
+    recorded_at = recorded_at or datetime.now(UTC)
+    recorded = []
+    for offset, new in enumerate(events, start=1):
+        canonical = canonical_bytes(
+            partition=partition,
+            position=position + offset,
+            stream_id=new.stream_id,
+            version=new.version,
+            event_type=new.type,
+            payload=new.payload,
+            metadata=new.metadata,
+            recorded_at=recorded_at,
+        )
+        event_hash = chain_hash(prev_hash, canonical)
+        recorded.append(
+            RecordedEvent(
+                partition=partition,
+                position=position + offset,
+                stream_id=new.stream_id,
+                version=new.version,
+                type=new.type,
+                payload=new.payload,
+                metadata=new.metadata,
+                recorded_at=recorded_at,
+                prev_hash=prev_hash,
+                hash=event_hash,
+            )
+        )
+        prev_hash = event_hash
+    return recorded
+
+
 class PostgresEventStore:
+    """Appends go through one writer per partition (group commit, see `_PartitionWriter`);
+    reads use the pool."""
+
     def __init__(self, pool: asyncpg.Pool) -> None:
         self.pool = pool
+        self._writers: dict[int, _PartitionWriter] = {}
+
+    _chain = staticmethod(_chain)  # the hash chain as an append computes it (offline tests)
+
+    async def connect(self) -> asyncpg.Connection:
+        """A connection of its own, set up like the pool's (a writer holds it)."""
+        # The arguments the pool connects with (asyncpg keeps them; it has no public accessor).
+        pool: Any = self.pool
+        connection: asyncpg.Connection = await asyncpg.connect(
+            *pool._connect_args,  # noqa: SLF001
+            **pool._connect_kwargs,  # noqa: SLF001
+        )
+        await _init_connection(connection)
+        return connection
+
+    async def close(self) -> None:
+        """Stops the writers and closes their connections (they also close after being idle)."""
+        writers, self._writers = list(self._writers.values()), {}
+        for writer in writers:
+            if writer.task is not None and not writer.task.done():
+                writer.task.cancel()
+                with contextlib.suppress(BaseException):
+                    await writer.task
+            writer._drop_connection()  # noqa: SLF001
 
     async def append(
         self,
@@ -103,119 +403,13 @@ class PostgresEventStore:
         if len(partitions) != 1:
             raise ValueError("one append may not span partitions")  # not reachable with P=1
         (partition,) = partitions
-        async with self.pool.acquire() as connection, connection.transaction():
-            head = await connection.fetchrow(
-                "SELECT position, hash FROM log_heads WHERE partition = $1 FOR UPDATE", partition
-            )
-            await self._check_expected_versions(connection, expected_versions)
-            await self._take_claims(connection, claims)
-            assert head is not None, f"partition {partition} has no head row: run migrations"
-            recorded = self._chain(partition, head["position"], bytes(head["hash"]), events)
-            if recorded:
-                await self._insert(connection, recorded)
-                last = recorded[-1]
-                await connection.execute(
-                    "UPDATE log_heads SET position = $2, hash = $3 WHERE partition = $1",
-                    partition,
-                    last.position,
-                    last.hash,
-                )
-                # A hint for tailing readers; they poll as well, so a lost one stalls nothing.
-                await connection.execute(
-                    "SELECT pg_notify($1, $2)", NOTIFY_CHANNEL, f"{partition}:{last.position}"
-                )
-            return recorded
-
-    async def _check_expected_versions(
-        self, connection: AnyConnection, expected_versions: dict[str, int]
-    ) -> None:
-        rows = await connection.fetch(
-            "SELECT stream_id, max(version) AS version FROM events"
-            " WHERE stream_id = any($1::text[]) GROUP BY stream_id",
-            list(expected_versions),
-        )
-        actual = {row["stream_id"]: row["version"] for row in rows}
-        for stream_id, expected in expected_versions.items():
-            if actual.get(stream_id, 0) != expected:
-                raise ConcurrencyConflict(
-                    f"stream {stream_id} is at version {actual.get(stream_id, 0)}, "
-                    f"writer expected {expected}"
-                )
-
-    async def _take_claims(self, connection: AnyConnection, claims: Sequence[Claim]) -> None:
-        for claim in claims:
-            # A taken claim moves only from the stream it `replaces`; the row lock the upsert
-            # takes makes two requests replacing the same holder take turns, and one loses.
-            holder = await connection.fetchval(
-                "INSERT INTO claims (namespace, key, stream_id, value) VALUES ($1, $2, $3, $4)"
-                " ON CONFLICT (namespace, key) DO UPDATE SET stream_id = excluded.stream_id,"
-                " value = excluded.value WHERE claims.stream_id = $5 RETURNING stream_id",
-                claim.namespace,
-                claim.key,
-                claim.stream_id,
-                claim.value,
-                claim.replaces,
-            )
-            if holder is None:
-                existing = await connection.fetchval(
-                    "SELECT stream_id FROM claims WHERE namespace = $1 AND key = $2",
-                    claim.namespace,
-                    claim.key,
-                )
-                raise ClaimTaken(claim, str(existing))
-
-    @staticmethod
-    def _chain(
-        partition: int, position: int, prev_hash: bytes, events: Sequence[NewEvent]
-    ) -> list[RecordedEvent]:
-        recorded_at = datetime.now(UTC)
-        recorded = []
-        for offset, new in enumerate(events, start=1):
-            canonical = canonical_bytes(
-                partition=partition,
-                position=position + offset,
-                stream_id=new.stream_id,
-                version=new.version,
-                event_type=new.type,
-                payload=new.payload,
-                metadata=new.metadata,
-                recorded_at=recorded_at,
-            )
-            event_hash = chain_hash(prev_hash, canonical)
-            recorded.append(
-                RecordedEvent(
-                    partition=partition,
-                    position=position + offset,
-                    stream_id=new.stream_id,
-                    version=new.version,
-                    type=new.type,
-                    payload=new.payload,
-                    metadata=new.metadata,
-                    recorded_at=recorded_at,
-                    prev_hash=prev_hash,
-                    hash=event_hash,
-                )
-            )
-            prev_hash = event_hash
-        return recorded
-
-    @staticmethod
-    async def _insert(connection: AnyConnection, recorded: list[RecordedEvent]) -> None:
-        await connection.execute(
-            "INSERT INTO events (" + _SELECT_COLUMNS + ")"  # noqa: S608 - constant columns
-            " SELECT * FROM unnest($1::int[], $2::bigint[], $3::text[], $4::int[], $5::text[],"
-            " $6::bytea[], $7::jsonb[], $8::timestamptz[], $9::bytea[], $10::bytea[])",
-            [e.partition for e in recorded],
-            [e.position for e in recorded],
-            [e.stream_id for e in recorded],
-            [e.version for e in recorded],
-            [e.type for e in recorded],
-            [e.payload for e in recorded],
-            [e.metadata for e in recorded],
-            [e.recorded_at for e in recorded],
-            [e.prev_hash for e in recorded],
-            [e.hash for e in recorded],
-        )
+        loop = asyncio.get_running_loop()
+        writer = self._writers.get(partition)
+        if writer is None or writer.loop is not loop:
+            writer = self._writers[partition] = _PartitionWriter(self, partition)
+        done: asyncio.Future[list[RecordedEvent]] = loop.create_future()
+        writer.submit(_Append(events, expected_versions, claims, done))
+        return await done
 
     async def read_stream(self, stream_id: str, *, after_version: int = 0) -> list[RecordedEvent]:
         rows = await self.pool.fetch(
@@ -246,7 +440,8 @@ class PostgresEventStore:
         row = await self.pool.fetchrow(
             "SELECT position, hash FROM log_heads WHERE partition = $1", partition
         )
-        assert row is not None, f"partition {partition} has no head row: run migrations"
+        if row is None:  # a partition nobody appended to yet (its row is made by the first)
+            return Head(partition, 0, GENESIS_HASH)
         return Head(partition, row["position"], bytes(row["hash"]))
 
     async def find_claim(self, namespace: str, key: str) -> Claim | None:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import socket
+import tempfile
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -99,6 +101,8 @@ async def ledger_with(
 ) -> AsyncIterator[Ledger]:
     port = port or free_port()
     settings = Settings(
+        # Keys the app generates (the audit signing key) stay out of the user data folder.
+        data_dir=Path(tempfile.mkdtemp(prefix="ledger-test-")),
         public_url=f"http://127.0.0.1:{port}",
         api={"tokens": [{"name": "tests", "token": TOKEN, "scopes": ["admin"]}]},
         providers=providers,

@@ -295,9 +295,10 @@ async def test_testnet_amounts_behave_as_documented(
     )
     assert word == view["provider_status"]
     assert [received] * (received != "0.000000") == [d["amount"] for d in view["deposits"]]
-    assert all(
-        d["outcome"] == "verified" for d in await deliveries_recorded(ledger, view["payment_id"])
-    )
+    recorded = await deliveries_recorded(ledger, view["payment_id"])
+    assert all(d["outcome"] == "verified" for d in recorded), [
+        (d["outcome"], d.get("matched_later"), d.get("subject_check")) for d in recorded
+    ]
     # None of them was left behind as unmatched (its funds would sit in suspense).
     await ledger.caught_up()
     assert [] == await reconciliation(ledger, "unmatched")

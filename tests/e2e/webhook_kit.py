@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -231,6 +233,8 @@ async def rig(
         apps = {provider: _sandbox_app(provider) for provider in providers}
         urls = {p: await stack.enter_async_context(serve(app)) for p, app in apps.items()}
         settings = Settings(
+            # Keys the app generates (the audit signing key) stay out of the user data folder.
+            data_dir=Path(tempfile.mkdtemp(prefix="ledger-test-")),
             public_url=capture_url,
             api={"tokens": [{"name": "tests", "token": TOKEN, "scopes": ["admin"]}]},
             providers=provider_tables(urls),

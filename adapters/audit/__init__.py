@@ -1,0 +1,1 @@
+"""Audit trail: the log export, signed checkpoints and the offline verifier of an export."""
