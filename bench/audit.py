@@ -187,7 +187,7 @@ async def main() -> None:
             recovery_seconds=0,
             provider_query_seconds=0,
         )
-        app = init_app(settings, PostgresEventStore(pool), {})
+        app = init_app(settings, store=PostgresEventStore(pool), adapters={})
         rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
         with tempfile.TemporaryDirectory() as folder:
             exported = Path(folder) / "export.jsonl"

@@ -79,7 +79,8 @@ from aiohttp import web
 
 from adapters.config import Settings
 from adapters.http.app import init_app
-from adapters.http.queries import RUNNER, encode_cursor
+from adapters.http.cursors import encode_cursor
+from adapters.http.keys import RUNNER
 from adapters.storage.migrate import migrate
 from adapters.storage.postgres_store import AnyConnection, PostgresEventStore, create_pool
 from adapters.storage.read_models import all_projections
@@ -1104,7 +1105,7 @@ class Queries:
             balance_poll_seconds=0,
             projections_in_process=False,
         )
-        app = init_app(settings, PostgresEventStore(self.pool), {})
+        app = init_app(settings, store=PostgresEventStore(self.pool), adapters={})
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", 0)

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 from collections.abc import Iterable, Iterator
 from typing import Any
 
+from ledger.audit_json import compact, loads
 from ledger.audit_rows import COLUMNS, AuditRow, RowUnreadable, document_of, read_jsonl, row_from
 
 
@@ -23,8 +23,8 @@ def csv_lines(rows: Iterable[AuditRow], *, header: bool) -> str:
         writer.writerow(COLUMNS)
     for row in rows:
         cells = document_of(row)
-        cells["payload"] = json.dumps(row.payload, ensure_ascii=False, separators=(",", ":"))
-        cells["metadata"] = json.dumps(row.metadata, ensure_ascii=False, separators=(",", ":"))
+        cells["payload"] = compact(row.payload)
+        cells["metadata"] = compact(row.metadata)
         writer.writerow([cells[name] for name in COLUMNS])
     return buffer.getvalue()
 
@@ -44,7 +44,7 @@ def read_csv(lines: Iterable[str]) -> Iterator[AuditRow]:
                 for name in ("partition", "position", "version"):
                     document[name] = int(document[name])
                 for name in ("payload", "metadata"):
-                    document[name] = json.loads(document[name])
+                    document[name] = loads(document[name])
             except ValueError as error:
                 raise RowUnreadable(
                     number, f"a cell is not what its column holds ({error})"
@@ -52,6 +52,24 @@ def read_csv(lines: Iterable[str]) -> Iterator[AuditRow]:
             yield row_from(document, number)
     except csv.Error as error:
         raise RowUnreadable(reader.line_num, f"not CSV ({error})") from error
+
+
+class JsonlRows(Iterator[AuditRow]):
+    """The rows of a JSON Lines export, read as they are iterated. A verifier that has not
+    started iterating may take `lines` (the text, first line included) and read it itself."""
+
+    def __init__(self, lines: Iterator[str]) -> None:
+        self.lines = lines
+        self._rows: Iterator[AuditRow] | None = None
+
+    @property
+    def untouched(self) -> bool:
+        return self._rows is None
+
+    def __next__(self) -> AuditRow:
+        if self._rows is None:
+            self._rows = read_jsonl(self.lines)
+        return next(self._rows)
 
 
 def read_rows(lines: Iterable[str]) -> Iterator[AuditRow]:
@@ -65,4 +83,4 @@ def read_rows(lines: Iterable[str]) -> Iterator[AuditRow]:
         yield first
         yield from iterator
 
-    return read_csv(again()) if first.startswith(COLUMNS[0] + ",") else read_jsonl(again())
+    return read_csv(again()) if first.startswith(COLUMNS[0] + ",") else JsonlRows(again())

@@ -12,11 +12,15 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import operator
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
+import orjson
+
+from ledger.audit_json import canonical, compact, floatless, loads, loads_telling
 from ledger.ports import RecordedEvent
 
 PayloadEncoding = Literal["json", "base64"]
@@ -60,23 +64,39 @@ class AuditRow:
     hash: str  # hex
 
 
-_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-_COMPACT = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+_canonical_json = canonical
 
 
-def _canonical_json(value: Any) -> bytes:
-    return _CANONICAL.encode(value).encode()
+def _canonical_payload(raw: bytes) -> Any:
+    """The JSON `raw` decodes to when re-encoding it canonically gives back `raw`, else a
+    sentinel. Exactly `json.loads` then the canonical `json.dumps`, at orjson's speed."""
+    try:
+        decoded = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        decoded = _NOT_CANONICAL  # the stdlib may still read it (NaN, lone surrogates): see below
+    else:
+        if floatless(decoded):
+            try:
+                same = orjson.dumps(decoded, option=orjson.OPT_SORT_KEYS) == raw
+            except TypeError:
+                pass
+            else:
+                return decoded if same else _NOT_CANONICAL
+    try:
+        decoded = json.loads(raw)
+        return decoded if canonical(decoded) == raw else _NOT_CANONICAL
+    except ValueError:  # also UnicodeDecodeError and UnicodeEncodeError
+        return _NOT_CANONICAL
+
+
+_NOT_CANONICAL: Any = object()
 
 
 def payload_document(raw: bytes) -> tuple[PayloadEncoding, Any]:
     """The payload as JSON where that JSON gives back the same bytes, else as base64."""
-    try:
-        decoded = json.loads(raw)
-    except ValueError:  # also UnicodeDecodeError
-        decoded = None
-    else:
-        if _canonical_json(decoded) == raw:
-            return "json", decoded
+    decoded = _canonical_payload(raw)
+    if decoded is not _NOT_CANONICAL:
+        return "json", decoded
     return "base64", base64.b64encode(raw).decode("ascii")
 
 
@@ -128,23 +148,17 @@ def recorded_of(row: AuditRow) -> RecordedEvent:
 def jsonl_line_of(event: RecordedEvent) -> str:
     """`jsonl_line(row_of(event))` without decoding and re-encoding a canonical payload: its
     stored text is already the JSON the row shows, so it is copied into the line as it is."""
-    text: str | None
-    try:
-        text = event.payload.decode()
-        if _CANONICAL.encode(json.loads(text)) != text:
-            text = None
-    except ValueError:  # also UnicodeDecodeError
-        text = None
-    if text is None:
-        encoding, payload = "base64", _COMPACT.encode(base64.b64encode(event.payload).decode())
+    raw = event.payload
+    if _canonical_payload(raw) is _NOT_CANONICAL:
+        encoding, payload = "base64", '"' + base64.b64encode(raw).decode() + '"'
     else:
-        encoding, payload = "json", text
+        encoding, payload = "json", raw.decode()
     return (
         f'{{"partition":{event.partition},"position":{event.position},'
-        f'"stream_id":{_COMPACT.encode(event.stream_id)},"version":{event.version},'
-        f'"type":{_COMPACT.encode(event.type)},"recorded_at":"{event.recorded_at.isoformat()}",'
+        f'"stream_id":{compact(event.stream_id)},"version":{event.version},'
+        f'"type":{compact(event.type)},"recorded_at":"{event.recorded_at.isoformat()}",'
         f'"payload_encoding":"{encoding}","payload":{payload},'
-        f'"metadata":{_COMPACT.encode(event.metadata)},'
+        f'"metadata":{compact(event.metadata)},'
         f'"prev_hash":"{event.prev_hash.hex()}","hash":"{event.hash.hex()}"}}\n'
     )
 
@@ -172,22 +186,41 @@ _TYPED = (
 )
 
 
-def row_from(document: Any, line: int) -> AuditRow:
+_TYPES = tuple(wanted for _, wanted in _TYPED)
+_GETTER = operator.itemgetter(*(name for name, _ in _TYPED))
+
+
+def check_document(document: Any, line: int) -> dict[str, Any]:
+    """The document, when it has exactly a row's fields of a row's types; RowUnreadable else."""
     if not isinstance(document, dict) or document.keys() != _COLUMN_SET:
         raise RowUnreadable(line, f"a row has exactly the fields {', '.join(COLUMNS)}")
-    for name, wanted in _TYPED:
-        value = document[name]
-        if type(value) is not wanted:  # exactly: a bool is an int to isinstance
-            raise RowUnreadable(line, f"{name} is not {wanted.__name__}")
-    return AuditRow(**document)
+    if tuple(map(type, _GETTER(document))) != _TYPES:
+        for name, wanted in _TYPED:
+            if type(document[name]) is not wanted:  # exactly: a bool is an int to isinstance
+                raise RowUnreadable(line, f"{name} is not {wanted.__name__}")
+    return document
 
 
-def read_jsonl(lines: Iterable[str]) -> Iterator[AuditRow]:
-    for number, text in enumerate(lines, start=1):
+def row_from(document: Any, line: int) -> AuditRow:
+    return AuditRow(**check_document(document, line))
+
+
+def document_from_line(text: str, number: int) -> tuple[dict[str, Any], bool]:
+    """One JSON Lines row as its checked document, and whether it is `floatless`;
+    RowUnreadable when it is not a row."""
+    try:
+        document, plain = loads_telling(text)
+    except ValueError as error:
+        raise RowUnreadable(number, f"not JSON ({error})") from error
+    return check_document(document, number), plain
+
+
+def read_jsonl(lines: Iterable[str], *, first_line: int = 1) -> Iterator[AuditRow]:
+    for number, text in enumerate(lines, start=first_line):
         if not text.strip():
             continue
         try:
-            document = json.loads(text)
+            document = loads(text)
         except ValueError as error:
             raise RowUnreadable(number, f"not JSON ({error})") from error
         yield row_from(document, number)

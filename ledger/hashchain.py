@@ -8,17 +8,17 @@ position and recorded time, so moving, re-timing or editing an event breaks the 
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
+from ledger.audit_json import canonical, canonical_plain
 from ledger.errors import HashChainBroken
 
 GENESIS_HASH = bytes(32)
 
 
-def canonical_bytes(
+def canonical_bytes(  # noqa: PLR0913 - every field the hash covers, and `plain`
     *,
     partition: int,
     position: int,
@@ -28,7 +28,10 @@ def canonical_bytes(
     payload: bytes,
     metadata: dict[str, Any],
     recorded_at: datetime,
+    plain: bool = False,
 ) -> bytes:
+    """`plain`: the caller knows `metadata` is `floatless` (ledger/audit_json.py), as when it
+    was read by `loads`; the bytes are the same either way."""
     document = {
         "metadata": metadata,
         "partition": partition,
@@ -39,7 +42,8 @@ def canonical_bytes(
         "type": event_type,
         "version": version,
     }
-    return json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    # Byte for byte the stdlib's canonical JSON (sorted keys, no spaces, UTF-8 unescaped).
+    return canonical_plain(document) if plain else canonical(document)
 
 
 def chain_hash(prev_hash: bytes, canonical: bytes) -> bytes:

@@ -17,6 +17,7 @@ from adapters.cli.database import open_pool
 from adapters.cli.tables import format_table
 from adapters.config import Settings
 from adapters.storage.read_models import all_projections
+from adapters.storage.read_models.readers import reconciliation_items_all
 from adapters.storage.read_models.runner import ProjectionRunner
 
 BAR_WIDTH = 30
@@ -101,19 +102,6 @@ async def run_projections(arguments: argparse.Namespace, settings: Settings) -> 
         return True
 
 
-async def fetch_items(
-    pool: asyncpg.Pool, *, reason: str | None, provider: str | None, include_cleared: bool
-) -> list[asyncpg.Record]:
-    return await pool.fetch(
-        "SELECT * FROM reconciliation_items WHERE ($1::text IS NULL OR reason = $1)"
-        " AND ($2::text IS NULL OR provider = $2) AND ($3 OR cleared_at IS NULL)"
-        " ORDER BY reason, detected_at, subject_id",
-        reason,
-        provider,
-        include_cleared,
-    )
-
-
 def render_items(rows: list[asyncpg.Record], output_format: str) -> str:
     def cell(value: Any) -> str:
         if value is None:
@@ -137,7 +125,7 @@ async def run_reconcile(arguments: argparse.Namespace, settings: Settings) -> bo
     async with open_pool(settings) as pool:
         runner = ProjectionRunner(pool, all_projections(), batch_size=2000)
         await runner.catch_up(["reconciliation"])
-        rows = await fetch_items(
+        rows = await reconciliation_items_all(
             pool,
             reason=arguments.reason,
             provider=arguments.provider,

@@ -1,9 +1,10 @@
 """`ledger serve`: the ledger's HTTP service on the configured (or embedded) database, until
 SIGINT or SIGTERM.
 
-`build_app` is the one place that composes a running ledger (provider adapters, the HTTP app and
-whatever runs beside it); `ledger serve` and `ledger demo` both serve what it returns, so work
-added there runs in both.
+The ledger is composed by `init_app` (adapters/http/app.py), the one composition root: it opens
+the database and the provider adapters itself when the app starts and closes them when it stops.
+`ledger serve` and `ledger demo` both serve what `build_app` returns, so work added there runs in
+both.
 """
 
 from __future__ import annotations
@@ -17,10 +18,8 @@ from datetime import datetime
 
 from aiohttp import web
 
-from adapters.cli.database import open_pool
 from adapters.config import Settings
 from adapters.http.app import init_app
-from adapters.providers.registry import build_adapters
 from adapters.storage.postgres_store import PostgresEventStore
 
 # In-flight requests get this long to finish at shutdown; a provider retries what was cut off.
@@ -29,17 +28,13 @@ SHUTDOWN_GRACE_SECONDS = 10.0
 
 def build_app(
     settings: Settings,
-    store: PostgresEventStore,
+    store: PostgresEventStore | None = None,
     *,
     clock: Callable[[], datetime] | None = None,
 ) -> web.Application:
-    """The ledger as it runs: the HTTP app over the configured providers.
-
-    Work that lives as long as the service (projection runner, sweeps) starts and stops with the
-    app as an aiohttp cleanup context (`app.cleanup_ctx`), added by init_app or here, so that
-    every caller of build_app runs it.
-    """
-    return init_app(settings, store, build_adapters(settings.providers), clock=clock)
+    """The ledger as it runs: the HTTP app over the configured providers, on the configured (or
+    embedded) database unless a caller that holds a store (the demo, the benches) passes it."""
+    return init_app(settings, clock=clock, store=store)
 
 
 def listening_socket(host: str, port: int) -> socket.socket:
@@ -109,15 +104,12 @@ async def run_service(settings: Settings, *, stop: asyncio.Event | None = None) 
         if "public_url" not in settings.model_fields_set:
             # Unconfigured, the webhook URLs handed to providers point at where we listen.
             settings = settings.model_copy(update={"public_url": url})
-        async with open_pool(settings) as pool:
-            app = build_app(settings, PostgresEventStore(pool))
-            async with serving(app, sock):
-                providers = ", ".join(sorted(settings.providers)) or "none configured"
-                print(
-                    f"ledger serving on {url} ({describe_database(settings)}; "
-                    f"providers: {providers})",
-                    flush=True,
-                )
-                await stop.wait()
-                print("ledger stopping: finishing in-flight requests", flush=True)
+        async with serving(build_app(settings), sock):
+            providers = ", ".join(sorted(settings.providers)) or "none configured"
+            print(
+                f"ledger serving on {url} ({describe_database(settings)}; providers: {providers})",
+                flush=True,
+            )
+            await stop.wait()
+            print("ledger stopping: finishing in-flight requests", flush=True)
     print("ledger stopped", flush=True)

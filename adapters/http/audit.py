@@ -134,14 +134,14 @@ async def public_key(request: web.Request) -> web.Response:
     return web.json_response({"algorithm": "Ed25519", "key_id": key.key_id, "pem": key.pem})
 
 
-def add_audit_routes(app: web.Application, settings: Settings, store: PostgresEventStore) -> None:
+def build_signer(settings: Settings) -> Signer:
+    """The checkpoint signer: the configured key, else one kept (made once) in the data dir."""
     configured = settings.audit.signing_key_file
     signer = Signer(configured or default_key_file(settings.data_dir), create=configured is None)
     if configured is not None:
         signer.public_key()  # a configured key that cannot be read stops start-up, not a request
-    app[CHECKPOINTER] = Checkpointer(store, signer)
-    app.router.add_get("/v1/audit/events", export_events)
-    app.router.add_get("/v1/audit/head", audit_head)
-    app.router.add_post("/v1/audit/checkpoints", make_checkpoint)
-    app.router.add_get("/v1/audit/checkpoints", list_checkpoints)
-    app.router.add_get("/v1/audit/public-key", public_key)
+    return signer
+
+
+def build_checkpointer(store: PostgresEventStore, signer: Signer) -> Checkpointer:
+    return Checkpointer(store, signer)

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from adapters.config import Settings
-
-SETTINGS = web.AppKey("settings", Settings)
+from adapters.http.keys import SETTINGS
 
 
 def authorize(request: web.Request, scope: str) -> str:

@@ -14,23 +14,20 @@ import logging
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
 
 from aiohttp import web
 
-from adapters.config import Settings
-from adapters.http.keys import CHECKPOINTER, QUERIES, RECOVERY
-from adapters.http.queries import RUNNER
-from adapters.providers.contract import ProviderAdapter
-from adapters.services.balances import BalancePoller
-from adapters.services.payments import PaymentService
-from adapters.services.sweeper import ClockSweeper
-from adapters.storage.postgres_store import PostgresEventStore
+from adapters.http.keys import (
+    CHECKPOINTER,
+    POLLER,
+    QUERIES,
+    RECOVERY,
+    RUNNER,
+    SETTINGS,
+    SWEEPER,
+)
 
 log = logging.getLogger(__name__)
-
-SWEEPER = web.AppKey("clock_sweeper", ClockSweeper)
-POLLER = web.AppKey("balance_poller", BalancePoller)
 
 # A supervised loop: runs until cancelled, calling `healthy()` after each pass that went
 # through; raising means it stopped and wants a restart.
@@ -86,57 +83,44 @@ async def supervise(name: str, loop: Loop, backoff: Backoff) -> None:
             return
 
 
-def add_background(
-    app: web.Application,
-    settings: Settings,
-    store: PostgresEventStore,
-    payments: PaymentService,
-    adapters: dict[str, ProviderAdapter],
-    clock: Callable[[], datetime],
-) -> None:
-    sweeper = ClockSweeper(
-        store, payments, clock, timedelta(minutes=settings.withdrawal_stuck_after_minutes)
-    )
-    poller = BalancePoller(store, adapters, clock)
-    app[SWEEPER] = sweeper
-    app[POLLER] = poller
+async def background(app: web.Application) -> AsyncIterator[None]:
+    """The app's cleanup context for the loops the settings turn on (init_app appends it after
+    the one that builds what they run)."""
+    settings = app[SETTINGS]
+    sweeper, poller = app[SWEEPER], app[POLLER]
     backoff = Backoff(
         settings.background_restart_seconds_min, settings.background_restart_seconds_max
     )
-
-    async def background(app: web.Application) -> AsyncIterator[None]:
-        loops: dict[str, Loop] = {}
-        if settings.projections_in_process:
-            loops["projection runner"] = app[RUNNER].run_forever
-        if settings.expiry_sweep_seconds > 0:
-            loops["clock sweeper"] = lambda healthy: sweeper.run_forever(
-                settings.expiry_sweep_seconds, healthy
-            )
-        if settings.balance_poll_seconds > 0:
-            loops["balance poller"] = lambda healthy: poller.run_forever(
-                settings.balance_poll_seconds, healthy
-            )
-        if settings.recovery_seconds > 0:
-            loops["submission recovery"] = lambda healthy: app[RECOVERY].run_forever(
-                settings.recovery_seconds, healthy
-            )
-        if settings.provider_query_seconds > 0:
-            loops["provider queries"] = lambda healthy: app[QUERIES].run_forever(
-                settings.provider_query_seconds, healthy
-            )
-        if settings.audit.checkpoint_every_seconds > 0:
-            loops["audit checkpoints"] = lambda healthy: app[CHECKPOINTER].run_forever(
-                settings.audit.checkpoint_every_seconds, healthy
-            )
-        tasks = [
-            asyncio.create_task(supervise(name, loop, backoff), name=name)
-            for name, loop in loops.items()
-        ]
-        yield
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-
-    app.cleanup_ctx.append(background)
+    loops: dict[str, Loop] = {}
+    if settings.projections_in_process:
+        loops["projection runner"] = app[RUNNER].run_forever
+    if settings.expiry_sweep_seconds > 0:
+        loops["clock sweeper"] = lambda healthy: sweeper.run_forever(
+            settings.expiry_sweep_seconds, healthy
+        )
+    if settings.balance_poll_seconds > 0:
+        loops["balance poller"] = lambda healthy: poller.run_forever(
+            settings.balance_poll_seconds, healthy
+        )
+    if settings.recovery_seconds > 0:
+        loops["submission recovery"] = lambda healthy: app[RECOVERY].run_forever(
+            settings.recovery_seconds, healthy
+        )
+    if settings.provider_query_seconds > 0:
+        loops["provider queries"] = lambda healthy: app[QUERIES].run_forever(
+            settings.provider_query_seconds, healthy
+        )
+    if settings.audit.checkpoint_every_seconds > 0:
+        loops["audit checkpoints"] = lambda healthy: app[CHECKPOINTER].run_forever(
+            settings.audit.checkpoint_every_seconds, healthy
+        )
+    tasks = [
+        asyncio.create_task(supervise(name, loop, backoff), name=name)
+        for name, loop in loops.items()
+    ]
+    yield
+    for task in tasks:
+        task.cancel()
+    for task in tasks:
+        with contextlib.suppress(asyncio.CancelledError):
+            await task

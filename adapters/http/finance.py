@@ -8,12 +8,10 @@ import uuid
 from aiohttp import web
 
 from adapters.http.auth import authorize
+from adapters.http.keys import PAYMENTS
 from adapters.http.problems import problem
-from adapters.services.payments import PaymentService
 from ledger.errors import ConcurrencyConflict, LedgerError
 from projections.views import payment_view
-
-PAYMENT_SERVICE = web.AppKey("finance_payments", PaymentService)
 
 
 async def settle_payment(request: web.Request) -> web.Response:
@@ -23,7 +21,7 @@ async def settle_payment(request: web.Request) -> web.Response:
     except ValueError:
         return problem(404, "Not Found", "no such payment")
     try:
-        payment = await request.app[PAYMENT_SERVICE].settle_payment(payment_id)
+        payment = await request.app[PAYMENTS].settle_payment(payment_id)
     except LedgerError as broken:  # a conflict outlasting the retries is the middleware's 409
         if isinstance(broken, ConcurrencyConflict):
             raise
@@ -31,8 +29,3 @@ async def settle_payment(request: web.Request) -> web.Response:
     if payment is None:
         return problem(404, "Not Found", "no such payment")
     return web.json_response(payment_view(payment))
-
-
-def add_finance_routes(app: web.Application, payments: PaymentService) -> None:
-    app[PAYMENT_SERVICE] = payments
-    app.router.add_post("/v1/payments/{payment_id}/settle", settle_payment)

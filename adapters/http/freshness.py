@@ -23,8 +23,10 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from adapters.http.auth import authorize
+from adapters.http.keys import RUNNER, SETTINGS
 from adapters.http.problems import RETRY_AFTER_SECONDS, problem
 from adapters.storage.read_models.journal import JournalProjection
+from adapters.storage.read_models.readers import projection_positions
 from adapters.storage.read_models.reconciliation import ReconciliationProjection
 from adapters.storage.read_models.runner import ProjectionFailed, ProjectionRunner
 from adapters.storage.read_models.subjects_view import SubjectsView
@@ -50,22 +52,27 @@ class ProjectionPosition:
     failed_position: int | None
 
 
+def fresh(handler: Handler, scope: str, *projections: str) -> Handler:
+    """`handler`, answering only once `projections` reached the log's head at arrival.
+    The caller is authorized first: an anonymous request must not make the ledger work. The
+    runner and the bound are the app's (read per request: routes are listed before the app
+    starts and opens its database)."""
+
+    @functools.wraps(handler)
+    async def fresh_read(request: web.Request) -> web.StreamResponse:
+        authorize(request, scope)
+        app = request.app
+        reads = FreshReads(app[RUNNER], app[SETTINGS].read_your_writes_wait_seconds_max)
+        refusal = await reads.refusal(projections)
+        return refusal if refusal is not None else await handler(request)
+
+    return fresh_read
+
+
 class FreshReads:
     def __init__(self, runner: ProjectionRunner, wait_seconds_max: float) -> None:
         self.runner = runner
         self.wait_seconds_max = wait_seconds_max
-
-    def __call__(self, handler: Handler, scope: str, *projections: str) -> Handler:
-        """`handler`, answering only once `projections` reached the log's head at arrival.
-        The caller is authorized first: an anonymous request must not make the ledger work."""
-
-        @functools.wraps(handler)
-        async def fresh(request: web.Request) -> web.StreamResponse:
-            authorize(request, scope)
-            refusal = await self.refusal(projections)
-            return refusal if refusal is not None else await handler(request)
-
-        return fresh
 
     async def refusal(self, names: Sequence[str]) -> web.Response | None:
         """None once `names` have reached the log's head as it is now; else the 503 to send."""
@@ -99,12 +106,7 @@ class FreshReads:
         return None
 
     async def _positions(self, names: Sequence[str]) -> list[ProjectionPosition]:
-        rows = await self.runner.pool.fetch(
-            "SELECT p.name, p.partition, p.position, h.position AS head, p.failed_position"
-            " FROM projection_positions p JOIN log_heads h USING (partition)"
-            " WHERE p.name = any($1::text[])",
-            list(names),
-        )
+        rows = await projection_positions(self.runner.pool, names)
         return [ProjectionPosition(**dict(row)) for row in rows]
 
 

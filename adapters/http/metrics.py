@@ -17,26 +17,14 @@ import asyncpg
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
 
-from adapters.http.keys import METRICS, STORE
+from adapters.http.keys import METRICS, RUNNER, STORE
 from adapters.http.problems import DATABASE_OUTAGES
-from adapters.http.queries import RUNNER
 from adapters.observability.metrics import LedgerMetrics
+from adapters.storage.read_models.readers import open_items_by_reason
 
 log = logging.getLogger(__name__)
 
 _UNREACHABLE: tuple[type[Exception], ...] = (*DATABASE_OUTAGES, asyncpg.PostgresError)
-_OPEN_ITEMS_BY_REASON = (
-    "SELECT reason, count(*) AS items FROM reconciliation_items"
-    " WHERE cleared_at IS NULL GROUP BY reason"
-)
-
-
-def add_metrics(app: web.Application) -> LedgerMetrics:
-    """Puts a registry of its own in `app` and serves it at /metrics."""
-    metrics = LedgerMetrics()
-    app[METRICS] = metrics
-    app.router.add_get("/metrics", serve_metrics)
-    return metrics
 
 
 async def serve_metrics(request: web.Request) -> web.Response:
@@ -71,5 +59,5 @@ async def _read_database(app: web.Application, metrics: LedgerMetrics) -> None:
         metrics.projection_position.labels(*labels).set(status.position)
         metrics.projection_lag_events.labels(*labels).set(status.lag)
         metrics.projection_lag_seconds.labels(*labels).set(status.lag_seconds)
-    for row in await app[STORE].pool.fetch(_OPEN_ITEMS_BY_REASON):
+    for row in await open_items_by_reason(app[STORE].pool):
         metrics.reconciliation_open_items.labels(row["reason"]).set(row["items"])

@@ -1,6 +1,7 @@
-"""Finance's reads: lists of payments and withdrawals, balances, the journal, reconciliation, and
-the projections' own positions. All of them read the projections' indexed tables (never replay
-streams) and page with opaque keyset cursors, so a page costs the same at row 10 or 10 million."""
+"""Finance's reads over HTTP: lists of payments and withdrawals, balances, the journal,
+reconciliation, and the projections' own positions. The queries are
+adapters/storage/read_models/readers.py's; here they become pages of JSON with opaque keyset
+cursors. Routes (wrapped to read your writes) are listed in adapters/http/routes.py."""
 
 from __future__ import annotations
 
@@ -10,9 +11,9 @@ from typing import Any
 
 from aiohttp import web
 
-from adapters.http.auth import SETTINGS, authorize
+from adapters.http.auth import authorize
 from adapters.http.cursors import encode_cursor
-from adapters.http.freshness import JOURNAL, RECONCILIATION, SUBJECTS, FreshReads
+from adapters.http.keys import RUNNER
 from adapters.http.query_params import (
     BalancesQuery,
     JournalQuery,
@@ -22,58 +23,17 @@ from adapters.http.query_params import (
     WithdrawalListQuery,
     read_query,
 )
-from adapters.storage.read_models.runner import ProjectionRunner
+from adapters.storage.read_models import readers
 from ledger.money import currency_scale, is_registered
 
-RUNNER = web.AppKey("projection_runner", ProjectionRunner)
-
-__all__ = ["RUNNER", "add_query_routes", "encode_cursor"]
-
-
-class Filters:
-    """Builds a WHERE clause from query parameters, with numbered placeholders."""
-
-    def __init__(self) -> None:
-        self.clauses: list[str] = []
-        self.values: list[Any] = []
-
-    def add(self, clause: str, *values: Any) -> None:
-        """Adds `clause` with each `?` bound to the next value; skipped when a value is None."""
-        if any(v is None for v in values):
-            return
-        for value in values:
-            self.values.append(value)
-            clause = clause.replace("?", f"${len(self.values)}", 1)
-        self.clauses.append(clause)
-
-    def where(self) -> str:
-        return " WHERE " + " AND ".join(self.clauses) if self.clauses else ""
+__all__ = ["encode_cursor"]
 
 
 # ---------------------------------------------------------------- payments and withdrawals
 
 
-async def _subject_page(
-    request: web.Request,
-    table: str,
-    id_column: str,
-    query: PaymentListQuery | WithdrawalListQuery,
-    equal: tuple[str, ...],
-) -> web.Response:
-    limit = query.limit
-    filters = Filters()
-    for column in equal:  # each named as its query parameter
-        filters.add(f"{column} = ?", getattr(query, column))
-    filters.add("created_at >= ?", query.created_from)
-    filters.add("created_at < ?", query.created_to)
-    if query.cursor is not None:
-        filters.add(f"(created_at, {id_column}) < (?, ?)", *query.cursor)
-    rows = await request.app[RUNNER].pool.fetch(
-        f"SELECT view, created_at, {id_column} AS id FROM {table}{filters.where()}"  # noqa: S608 - fixed columns
-        f" ORDER BY created_at DESC, {id_column} DESC LIMIT {limit + 1}",
-        *filters.values,
-    )
-    page, more = rows[:limit], len(rows) > limit
+def _subject_response(read: tuple[list[Any], bool]) -> web.Response:
+    page, more = read
     next_cursor = encode_cursor(page[-1]["created_at"], page[-1]["id"]) if more else None
     return web.json_response({"items": [r["view"] for r in page], "next_cursor": next_cursor})
 
@@ -81,15 +41,13 @@ async def _subject_page(
 async def list_payments(request: web.Request) -> web.Response:
     authorize(request, "payments:read")
     query = read_query(request, PaymentListQuery)
-    equal = ("provider", "status", "coverage", "order_id", "provider_ref", "customer_id")
-    return await _subject_page(request, "payments_view", "payment_id", query, equal)
+    return _subject_response(await readers.payments_page(request.app[RUNNER].pool, query))
 
 
 async def list_withdrawals(request: web.Request) -> web.Response:
     authorize(request, "withdrawals:read")
     query = read_query(request, WithdrawalListQuery)
-    equal = ("provider", "status", "request_id", "provider_ref", "customer_id")
-    return await _subject_page(request, "withdrawals_view", "withdrawal_id", query, equal)
+    return _subject_response(await readers.withdrawals_page(request.app[RUNNER].pool, query))
 
 
 # ---------------------------------------------------------------- balances and journal
@@ -108,12 +66,8 @@ def _amount(value: Decimal, currency: str) -> str:
 async def balances(request: web.Request) -> web.Response:
     authorize(request, "finance:read")
     query = read_query(request, BalancesQuery)
-    filters = Filters()
-    filters.add("account = ?", query.account)
-    filters.add("currency = ?", query.currency)
-    rows = await request.app[RUNNER].pool.fetch(
-        f"SELECT * FROM account_balances{filters.where()} ORDER BY account, currency",  # noqa: S608 - built from fixed clauses
-        *filters.values,
+    rows = await readers.balance_rows(
+        request.app[RUNNER].pool, account=query.account, currency=query.currency
     )
     items = [
         {
@@ -121,7 +75,7 @@ async def balances(request: web.Request) -> web.Response:
             "currency": r["currency"],
             "pending": _amount(r["pending"], r["currency"]),
             "posted": _amount(r["posted"], r["currency"]),
-            "available": _amount(r["posted"] + r["reserved"], r["currency"]),
+            "available": _amount(r["available"], r["currency"]),
         }
         for r in rows
     ]
@@ -131,25 +85,7 @@ async def balances(request: web.Request) -> web.Response:
 async def journal(request: web.Request) -> web.Response:
     authorize(request, "finance:read")
     query = read_query(request, JournalQuery)
-    limit = query.limit
-    filters = Filters()
-    touching = "EXISTS (SELECT 1 FROM journal_postings p WHERE p.partition = e.partition"
-    touching += " AND p.position = e.position AND p.{} = ?)"
-    filters.add(touching.format("account"), query.account)
-    filters.add(touching.format("currency"), query.currency)
-    filters.add("e.subject_id = ?", query.subject_id)
-    filters.add("e.provider = ?", query.provider)
-    filters.add("e.position > ?", query.cursor[0] if query.cursor else None)
-    entries = await request.app[RUNNER].pool.fetch(
-        "SELECT * FROM journal_entries e"  # noqa: S608 - built from fixed clauses
-        f"{filters.where()} ORDER BY e.partition, e.position LIMIT {limit + 1}",
-        *filters.values,
-    )
-    page, more = entries[:limit], len(entries) > limit
-    postings = await request.app[RUNNER].pool.fetch(
-        "SELECT * FROM journal_postings WHERE position = any($1::bigint[]) ORDER BY position, line",
-        [e["position"] for e in page],
-    )
+    page, more, postings = await readers.journal_page(request.app[RUNNER].pool, query)
     lines: dict[int, list[dict[str, str]]] = {}
     for p in postings:
         lines.setdefault(p["position"], []).append(
@@ -180,18 +116,6 @@ async def journal(request: web.Request) -> web.Response:
 # ---------------------------------------------------------------- reconciliation
 
 
-def _reconciliation_filters(query: ReconciliationFilters) -> Filters:
-    filters = Filters()
-    if query.state != "all":
-        filters.clauses.append(f"cleared_at IS {'' if query.state == 'open' else 'NOT '}NULL")
-    filters.add("reason = ?", query.reason)
-    filters.add("provider = ?", query.provider)
-    filters.add("currency = ?", query.currency)
-    filters.add("detected_at >= ?", query.detected_from)
-    filters.add("detected_at < ?", query.detected_to)
-    return filters
-
-
 def _optional_amount(value: Decimal | None, currency: str) -> str | None:
     return None if value is None else _amount(value, currency)
 
@@ -218,20 +142,7 @@ def item_view(row: Any) -> dict[str, Any]:
 async def reconciliation_items(request: web.Request) -> web.Response:
     authorize(request, "finance:read")
     query = read_query(request, ReconciliationItemsQuery)
-    limit = query.limit
-    filters = _reconciliation_filters(query)
-    if query.cursor is not None:
-        filters.add(
-            "(detected_at, detected_position, subject_type, subject_id, reason) < (?, ?, ?, ?, ?)",
-            *query.cursor,
-        )
-    rows = await request.app[RUNNER].pool.fetch(
-        f"SELECT * FROM reconciliation_items{filters.where()}"  # noqa: S608 - fixed clauses
-        " ORDER BY detected_at DESC, detected_position DESC, subject_type DESC,"
-        f" subject_id DESC, reason DESC LIMIT {limit + 1}",
-        *filters.values,
-    )
-    page, more = rows[:limit], len(rows) > limit
+    page, more = await readers.reconciliation_page(request.app[RUNNER].pool, query)
     next_cursor = None
     if more:
         last = page[-1]
@@ -247,13 +158,8 @@ async def reconciliation_items(request: web.Request) -> web.Response:
 
 async def reconciliation_summary(request: web.Request) -> web.Response:
     authorize(request, "finance:read")
-    filters = _reconciliation_filters(read_query(request, ReconciliationFilters))
-    rows = await request.app[RUNNER].pool.fetch(
-        "SELECT reason, currency, count(*) AS items, sum(difference) AS difference"  # noqa: S608 - fixed clauses
-        f" FROM reconciliation_items{filters.where()}"
-        " GROUP BY reason, currency ORDER BY reason, currency",
-        *filters.values,
-    )
+    query = read_query(request, ReconciliationFilters)
+    rows = await readers.reconciliation_summary_rows(request.app[RUNNER].pool, query)
     items = [
         {
             "reason": r["reason"],
@@ -283,22 +189,3 @@ async def projections_status(request: web.Request) -> web.Response:
         for s in statuses
     ]
     return web.json_response({"items": items})
-
-
-def add_query_routes(app: web.Application) -> None:
-    # Reading your writes (API.md): each read first waits for the projections it reads to reach
-    # the log's head as it was when the request arrived (adapters/http/freshness.py).
-    fresh = FreshReads(app[RUNNER], app[SETTINGS].read_your_writes_wait_seconds_max)
-    app.router.add_get("/v1/payments", fresh(list_payments, "payments:read", SUBJECTS))
-    app.router.add_get("/v1/withdrawals", fresh(list_withdrawals, "withdrawals:read", SUBJECTS))
-    app.router.add_get("/v1/balances", fresh(balances, "finance:read", JOURNAL))
-    app.router.add_get("/v1/journal", fresh(journal, "finance:read", JOURNAL))
-    app.router.add_get(
-        "/v1/reconciliation/items",
-        fresh(reconciliation_items, "finance:read", RECONCILIATION),
-    )
-    app.router.add_get(
-        "/v1/reconciliation/summary",
-        fresh(reconciliation_summary, "finance:read", RECONCILIATION),
-    )
-    app.router.add_get("/v1/projections", projections_status)

@@ -247,12 +247,3 @@ async def subject_events(request: web.Request) -> web.Response:
         return problem(404, "Not Found", f"no such {kind}")
     events = await request.app[STORE].read_stream(subject_id)
     return web.json_response({"items": [event_view(e) for e in events]})
-
-
-def add_subject_routes(app: web.Application) -> None:
-    app.router.add_post("/v1/payments", create_payment)
-    app.router.add_get("/v1/payments/{payment_id}", get_payment)
-    app.router.add_get("/v1/payments/{payment_id}/events", subject_events)
-    app.router.add_post("/v1/withdrawals", create_withdrawal)
-    app.router.add_get("/v1/withdrawals/{withdrawal_id}", get_withdrawal)
-    app.router.add_get("/v1/withdrawals/{withdrawal_id}/events", subject_events)

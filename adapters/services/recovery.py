@@ -29,6 +29,10 @@ from adapters.providers.contract import (
 from adapters.services.intents import ExchangeLog
 from adapters.services.payments import PaymentService
 from adapters.services.withdrawals import WithdrawalService
+from adapters.storage.read_models.readers import (
+    payments_awaiting_answer,
+    withdrawals_awaiting_answer,
+)
 from adapters.storage.repository import AggregateRepository
 from ledger.payment import Payment, Submission
 from ledger.withdrawal import Withdrawal
@@ -89,19 +93,8 @@ class SubmissionRecovery:
         """One pass over the subjects still waiting for their provider (by the read models,
         each then re-read from its own stream)."""
         since = datetime.now(UTC) - older_than
-        payments = await self.store.pool.fetch(
-            "SELECT payment_id FROM payments_view WHERE status = 'submitting'"
-            " AND created_at <= $1 ORDER BY created_at LIMIT $2",
-            since,
-            _BATCH,
-        )
-        withdrawals = await self.store.pool.fetch(
-            "SELECT withdrawal_id FROM withdrawals_view"
-            " WHERE status IN ('requested', 'submitting') AND provider_ref IS NULL"
-            " AND created_at <= $1 ORDER BY created_at LIMIT $2",
-            since,
-            _BATCH,
-        )
+        payments = await payments_awaiting_answer(self.store.pool, since, _BATCH)
+        withdrawals = await withdrawals_awaiting_answer(self.store.pool, since, _BATCH)
         outcomes = [await self._payment(str(row["payment_id"])) for row in payments]
         outcomes += [await self._withdrawal(str(row["withdrawal_id"])) for row in withdrawals]
         return RecoveryResult(

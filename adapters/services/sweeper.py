@@ -12,6 +12,7 @@ from datetime import datetime, timedelta
 
 from adapters.services.payments import PaymentService
 from adapters.storage.postgres_store import PostgresEventStore
+from adapters.storage.read_models.readers import payments_due_to_expire, withdrawals_gone_quiet
 from adapters.storage.repository import AggregateRepository
 from ledger.errors import ConcurrencyConflict
 from ledger.withdrawal import Withdrawal
@@ -42,11 +43,7 @@ class ClockSweeper:
     async def sweep(self) -> SweepResult:
         """One pass over the read models' candidates; each is re-checked on its own stream."""
         now = self.clock()
-        due = await self.store.pool.fetch(
-            "SELECT payment_id FROM payments_view WHERE status IN ('pending', 'confirming')"
-            " AND expires_at <= $1 ORDER BY expires_at LIMIT 1000",
-            now,
-        )
+        due = await payments_due_to_expire(self.store.pool, now)
         expired = 0
         for row in due:
             try:
@@ -54,12 +51,7 @@ class ClockSweeper:
             except ConcurrencyConflict:
                 continue  # a concurrent writer got there first: the next sweep looks again
             expired += payment is not None and payment.expired_at is not None
-        quiet = await self.store.pool.fetch(
-            "SELECT withdrawal_id FROM withdrawals_view"
-            " WHERE status IN ('requested', 'submitted', 'processing') AND updated_at <= $1"
-            " AND view->>'stuck_since' IS NULL ORDER BY updated_at LIMIT 1000",
-            now - self.stuck_after,
-        )
+        quiet = await withdrawals_gone_quiet(self.store.pool, now - self.stuck_after)
         stuck = 0
         for row in quiet:
             withdrawal = await self.repository.load(Withdrawal, row["withdrawal_id"])

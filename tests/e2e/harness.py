@@ -16,9 +16,7 @@ from aiohttp import web
 
 from adapters.config import Settings
 from adapters.http.app import init_app
-from adapters.http.background import POLLER, SWEEPER
-from adapters.http.keys import QUERIES, RECOVERY
-from adapters.http.queries import RUNNER
+from adapters.http.keys import POLLER, QUERIES, RECOVERY, RUNNER, SWEEPER
 from adapters.providers.http_client import RetryPolicy
 from adapters.providers.registry import build_adapters
 from adapters.storage.postgres_store import PostgresEventStore
@@ -117,6 +115,6 @@ async def ledger_with(
         http = getattr(adapter.client, "_http", None) or getattr(adapter.client, "http", None)
         if http is not None and hasattr(http, "policy"):
             http.policy = FAST_RETRIES
-    app = init_app(settings, store, adapters, clock=clock)
+    app = init_app(settings, clock=clock, store=store, adapters=adapters)
     async with serve(app, port) as url, aiohttp.ClientSession() as http:
         yield Ledger(url, http, store, app)

@@ -50,7 +50,7 @@ async def audit_ledger(store, data_dir: Path) -> AsyncIterator[Ledger]:
         recovery_seconds=0,
         provider_query_seconds=0,
     )
-    app = init_app(settings, store, {})
+    app = init_app(settings, store=store, adapters={})
     async with serve(app, free_port()) as url, aiohttp.ClientSession() as http:
         yield Ledger(url, http, store, app)
 

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from adapters.http.app import ADAPTERS
+from adapters.http.keys import ADAPTERS
 from adapters.providers.contract import CreatePaymentRequest
 from adapters.sandbox.coincoin import SandboxConfig, create_sandbox_app
 from tests.e2e.harness import Ledger, free_port, ledger_with, serve

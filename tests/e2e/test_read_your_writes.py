@@ -45,7 +45,7 @@ async def ledger_before_payment_engine(
             http = getattr(adapter.client, "_http", None) or getattr(adapter.client, "http", None)
             if http is not None and hasattr(http, "policy"):
                 http.policy = FAST_RETRIES
-        app = init_app(settings, store, adapters)
+        app = init_app(settings, store=store, adapters=adapters)
         async with serve(app, port) as url, aiohttp.ClientSession() as http:
             yield World(Ledger(url, http, store, app), fleet.urls(), Clock())
 

@@ -250,7 +250,7 @@ async def rig(
             if http is not None and hasattr(http, "policy"):
                 http.policy = FAST_RETRIES
         ledger_url = await stack.enter_async_context(
-            serve(init_app(settings, store, adapters), free_port())
+            serve(init_app(settings, store=store, adapters=adapters), free_port())
         )
         client = await stack.enter_async_context(aiohttp.ClientSession())
         built = Rig(Ledger(ledger_url, client, store), urls, apps, capture)

@@ -17,7 +17,7 @@ import pytest
 from adapters.config import Settings
 from adapters.http.app import init_app
 from adapters.http.background import Backoff, supervise
-from adapters.http.queries import RUNNER
+from adapters.http.keys import RUNNER
 from adapters.storage.postgres_store import PostgresEventStore, create_pool
 from adapters.storage.read_models.journal import JournalProjection
 from adapters.storage.read_models.reconciliation import ReconciliationProjection
@@ -174,7 +174,11 @@ async def test_the_projections_catch_up_by_themselves_after_their_sessions_are_k
         database_url, schema=schema, min_size=1, max_size=10, application_name=application_name
     )
     try:
-        app = init_app(settings(expiry_sweep_seconds=0.05), PostgresEventStore(app_pool), {})
+        app = init_app(
+            settings(expiry_sweep_seconds=0.05),
+            store=PostgresEventStore(app_pool),
+            adapters={},
+        )
         async with serve(app) as url, aiohttp.ClientSession() as http:
             writer = HistoryWriter(store)
             stop = asyncio.Event()
@@ -301,7 +305,7 @@ async def test_a_projection_stopped_on_an_event_it_cannot_apply_stays_there_whil
 async def test_readyz_is_503_while_the_projections_lag_beyond_the_bound_and_200_after(
     store, bound, history
 ):
-    app = init_app(settings(projections_in_process=False, **bound), store, {})
+    app = init_app(settings(projections_in_process=False, **bound), store=store, adapters={})
     async with serve(app) as url, aiohttp.ClientSession() as http:
         assert 200 == (await get(http, f"{url}/readyz"))[0]
         await HistoryWriter(store).write(history)
@@ -332,7 +336,9 @@ async def test_readyz_and_the_reads_of_a_stopped_projection_are_503_until_it_goe
         await ProjectionRunner(pool, [ExplodesOnSettle()]).catch_up()
     # A wait this long would show: a stopped projection must refuse at once.
     app = init_app(
-        settings(projections_in_process=False, read_your_writes_wait_seconds_max=30), store, {}
+        settings(projections_in_process=False, read_your_writes_wait_seconds_max=30),
+        store=store,
+        adapters={},
     )
     async with serve(app) as url, aiohttp.ClientSession() as http:
         status, stopped = await get(http, f"{url}/readyz")

@@ -13,10 +13,18 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from adapters.audit import offline
 from adapters.audit.offline import ExportBroken, verify_export
 from adapters.audit.signing import Signer, public_key_of_pem, signature_holds
 from ledger.audit_files import csv_lines, read_rows
-from ledger.audit_rows import jsonl_line, jsonl_line_of, payload_bytes, payload_document, row_of
+from ledger.audit_rows import (
+    jsonl_line,
+    jsonl_line_of,
+    payload_bytes,
+    payload_document,
+    read_jsonl,
+    row_of,
+)
 from ledger.checkpoints import Checkpoint, read_checkpoints
 from ledger.codec import dumps_canonical
 from ledger.hashchain import GENESIS_HASH, canonical_bytes, chain_hash
@@ -223,3 +231,47 @@ def test_the_fast_jsonl_line_says_what_the_row_says():
     for event in chained(events):
         assert json.loads(jsonl_line(row_of(event))) == json.loads(jsonl_line_of(event))
     assert EVENTS == verify_lines([jsonl_line_of(e) for e in chained(exported_events())]).rows
+
+
+def _outcome(verify):
+    try:
+        verified = verify()
+    except ExportBroken as error:
+        return ("broken", error.position, error.reason)
+    return ("verified", verified.rows, verified.first_position, verified.last_position)
+
+
+def test_chunked_verify_across_processes_reports_what_the_row_by_row_verify_does(monkeypatch):
+    """JSON Lines are checked in chunks (here of 5 lines, over 2 processes) joined at their
+    boundaries: every tampering, at every position, on or beside a boundary, is reported
+    exactly as the sequential verifier of AuditRows reports it."""
+    monkeypatch.setattr(offline, "CHUNK_LINES", 5)
+    count = 23
+    lines = exported_lines(count)
+    variants = [lines, [*lines, "\n"], ["\n", *lines]]
+    for index in range(count):
+        document = json.loads(lines[index])
+        deleted = lines[:index] + lines[index + 1 :]
+        swapped = list(lines)
+        if index + 1 < count:
+            swapped[index], swapped[index + 1] = swapped[index + 1], swapped[index]
+        bad_line = [*lines[:index], "{not json\n", *lines[index + 1 :]]
+        variants += [deleted, swapped, bad_line]
+        for name in ("hash", "prev_hash"):
+            variants.append(
+                [*lines[:index], edited(lines[index], **{name: flip_hex(document[name])}),
+                 *lines[index + 1 :]]
+            )  # fmt: skip
+        variants.append([*lines[:index], edited(lines[index], partition=1), *lines[index + 1 :]])
+    for variant in variants:
+        for options in ({}, {"continuous": False}):
+            sequential = _outcome(
+                lambda v=variant, o=options: offline.verify_rows(read_jsonl(v), **o)[0]
+            )
+            for processes in (1, 2):
+                chunked = _outcome(
+                    lambda v=variant, o=options, p=processes: offline.verify_jsonl(
+                        iter(v), processes=p, **o
+                    )[0]
+                )
+                assert sequential == chunked

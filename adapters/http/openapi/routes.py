@@ -12,6 +12,7 @@ from pathlib import Path
 
 from aiohttp import web
 
+from adapters.http.keys import OPENAPI_DOCUMENT
 from adapters.http.openapi.document import openapi_document
 
 _PAGE = """<!doctype html>
@@ -32,7 +33,7 @@ _PAGE = """<!doctype html>
 """
 
 
-def _swagger_ui_static() -> Path:
+def swagger_ui_static() -> Path:
     # Located, not imported: the package's own module pulls in a template engine we never use.
     spec = importlib.util.find_spec("swagger_ui")
     assert spec is not None, "swagger-ui-py is a dependency of the service"
@@ -40,19 +41,17 @@ def _swagger_ui_static() -> Path:
     return Path(next(iter(spec.submodule_search_locations))) / "static"
 
 
-def add_openapi(app: web.Application) -> None:
-    document = openapi_document()  # built once: the routes and models do not change at run time
+async def serve_document(request: web.Request) -> web.Response:
+    # Built once by init_app: the routes and models do not change at run time.
+    return web.json_response(request.app[OPENAPI_DOCUMENT])
 
-    async def serve_document(_: web.Request) -> web.Response:
-        return web.json_response(document)
 
-    async def serve_page(_: web.Request) -> web.Response:
-        return web.Response(text=_PAGE, content_type="text/html")
+async def serve_page(_: web.Request) -> web.Response:
+    return web.Response(text=_PAGE, content_type="text/html")
 
-    async def to_page(_: web.Request) -> web.Response:
-        raise web.HTTPFound("/v1/docs/")
 
-    app.router.add_get("/v1/openapi.json", serve_document)
-    app.router.add_get("/v1/docs", to_page)
-    app.router.add_get("/v1/docs/", serve_page)
-    app.router.add_static("/v1/docs/static/", _swagger_ui_static())
+async def to_page(_: web.Request) -> web.Response:
+    raise web.HTTPFound("/v1/docs/")
+
+
+__all__ = ["openapi_document", "serve_document", "serve_page", "swagger_ui_static", "to_page"]

@@ -17,10 +17,9 @@ from decimal import Decimal
 
 import asyncpg
 
-from adapters.storage.postgres_store import AnyConnection
+from adapters.storage.read_models.readers import available_funds
 from adapters.storage.read_models.runner import ProjectionRunner
 from ledger.errors import InsufficientFunds
-from projections.postings import provider_funds
 
 JOURNAL = "journal"
 
@@ -28,18 +27,6 @@ JOURNAL = "journal"
 def _lock_key(provider: str, currency: str) -> int:
     digest = hashlib.sha256(f"funds:{provider}:{currency}".encode()).digest()
     return int.from_bytes(digest[:8], "big", signed=True)
-
-
-async def available_funds(
-    source: asyncpg.Pool | AnyConnection, provider: str, currency: str
-) -> Decimal:
-    row = await source.fetchrow(
-        "SELECT posted + reserved AS available FROM account_balances"
-        " WHERE account = $1 AND currency = $2",
-        provider_funds(provider),
-        currency,
-    )
-    return Decimal(row["available"]) if row else Decimal(0)
 
 
 class JournalFundsGuard:
