@@ -25,7 +25,6 @@ import resource
 import tempfile
 import uuid
 from dataclasses import astuple
-from datetime import UTC, datetime
 from pathlib import Path
 from time import perf_counter
 
@@ -35,9 +34,9 @@ from adapters.audit.offline import verify_export
 from adapters.config import Settings
 from adapters.http.app import init_app
 from adapters.storage.migrate import migrate
-from adapters.storage.postgres_store import PostgresEventStore, create_pool
+from adapters.storage.postgres_store import PostgresEventStore, chain_events, create_pool
 from ledger.audit_files import read_rows
-from ledger.hashchain import GENESIS_HASH, canonical_bytes, chain_hash
+from ledger.hashchain import GENESIS_HASH
 from ledger.ports import NewEvent, RecordedEvent
 from tests.e2e.harness import free_port, serve
 
@@ -53,28 +52,7 @@ RAW_PAGE = (
 
 def chained(events: list[NewEvent], position: int, prev_hash: bytes) -> list[RecordedEvent]:
     """The events as the store records them: positions after `position`, linked by hash."""
-    recorded_at = datetime.now(UTC)
-    recorded = []
-    for offset, new in enumerate(events, start=1):
-        canonical = canonical_bytes(
-            partition=0,
-            position=position + offset,
-            stream_id=new.stream_id,
-            version=new.version,
-            event_type=new.type,
-            payload=new.payload,
-            metadata=new.metadata,
-            recorded_at=recorded_at,
-        )
-        event_hash = chain_hash(prev_hash, canonical)
-        recorded.append(
-            RecordedEvent(
-                0, position + offset, new.stream_id, new.version, new.type, new.payload,
-                new.metadata, recorded_at, prev_hash, event_hash,
-            )
-        )  # fmt: skip
-        prev_hash = event_hash
-    return recorded
+    return chain_events(0, position, prev_hash, events)
 
 
 INSERT = (

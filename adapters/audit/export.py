@@ -11,9 +11,7 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 
-import asyncpg
-
-from adapters.storage.postgres_store import AnyConnection
+from adapters.storage.postgres_store import AnyConnection, recorded_event
 from ledger.ports import Head, RecordedEvent
 
 PAGE_SIZE = 1000
@@ -34,21 +32,6 @@ class ExportRange:
     before: int | None = None
     stream: str | None = None
     partition: int = 0
-
-
-def _recorded(row: asyncpg.Record) -> RecordedEvent:
-    return RecordedEvent(
-        partition=row["partition"],
-        position=row["position"],
-        stream_id=row["stream_id"],
-        version=row["version"],
-        type=row["type"],
-        payload=bytes(row["payload"]),
-        metadata=row["metadata"],
-        recorded_at=row["recorded_at"],
-        prev_hash=bytes(row["prev_hash"]),
-        hash=bytes(row["hash"]),
-    )
 
 
 async def read_head(connection: AnyConnection, partition: int = 0) -> Head:
@@ -73,7 +56,7 @@ async def export_pages(
             )
             if not records:
                 return
-            yield [_recorded(record) for record in records]
+            yield [recorded_event(record) for record in records]
             after = records[-1]["position"]
 
 

@@ -71,7 +71,7 @@ async def create_pool(
     return pool
 
 
-def _recorded(row: asyncpg.Record) -> RecordedEvent:
+def recorded_event(row: asyncpg.Record) -> RecordedEvent:
     return RecordedEvent(
         partition=row["partition"],
         position=row["position"],
@@ -291,7 +291,7 @@ def _arguments(
             ):
                 column.append(value)
         if accepted:
-            chained = _chain(partition, position, prev_hash, append.events, recorded_at)
+            chained = chain_events(partition, position, prev_hash, append.events, recorded_at)
             if chained:
                 position, prev_hash = chained[-1].position, chained[-1].hash
             recorded.append(chained)
@@ -321,7 +321,7 @@ def _arguments(
     return arguments, recorded
 
 
-def _chain(
+def chain_events(
     partition: int,
     position: int,
     prev_hash: bytes,
@@ -367,8 +367,6 @@ class PostgresEventStore:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self.pool = pool
         self._writers: dict[int, _PartitionWriter] = {}
-
-    _chain = staticmethod(_chain)  # the hash chain as an append computes it (offline tests)
 
     async def connect(self) -> asyncpg.Connection:
         """A connection of its own, set up like the pool's (a writer holds it)."""
@@ -418,7 +416,7 @@ class PostgresEventStore:
             stream_id,
             after_version,
         )
-        return [_recorded(row) for row in rows]
+        return [recorded_event(row) for row in rows]
 
     async def read_log(
         self, partition: int, *, after: int = 0, batch_size: int = 500
@@ -483,7 +481,7 @@ async def fetch_batch(
         limit,
         until,
     )
-    return [_recorded(row) for row in rows]
+    return [recorded_event(row) for row in rows]
 
 
 async def fetch_stream_before(
@@ -496,4 +494,4 @@ async def fetch_stream_before(
         stream_id,
         version,
     )
-    return [_recorded(row) for row in rows]
+    return [recorded_event(row) for row in rows]

@@ -7,7 +7,6 @@ tampering test starts from a file that verifies and changes one thing in it.
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
 
 import pytest
 from cryptography.hazmat.primitives import serialization
@@ -16,6 +15,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from adapters.audit import offline
 from adapters.audit.offline import ExportBroken, verify_export
 from adapters.audit.signing import Signer, public_key_of_pem, signature_holds
+from adapters.storage.postgres_store import chain_events
 from ledger.audit_files import csv_lines, read_rows
 from ledger.audit_rows import (
     jsonl_line,
@@ -27,36 +27,15 @@ from ledger.audit_rows import (
 )
 from ledger.checkpoints import Checkpoint, read_checkpoints
 from ledger.codec import dumps_canonical
-from ledger.hashchain import GENESIS_HASH, canonical_bytes, chain_hash
-from ledger.ports import NewEvent, RecordedEvent
+from ledger.hashchain import GENESIS_HASH
+from ledger.ports import NewEvent
 
 EVENTS = 12
 
 
 def chained(events: list[NewEvent], position: int = 0, prev_hash: bytes = GENESIS_HASH):
     """The events as the store records them: positions after `position`, linked by hash."""
-    recorded_at = datetime.now(UTC)
-    recorded = []
-    for offset, new in enumerate(events, start=1):
-        canonical = canonical_bytes(
-            partition=0,
-            position=position + offset,
-            stream_id=new.stream_id,
-            version=new.version,
-            event_type=new.type,
-            payload=new.payload,
-            metadata=new.metadata,
-            recorded_at=recorded_at,
-        )
-        event_hash = chain_hash(prev_hash, canonical)
-        recorded.append(
-            RecordedEvent(
-                0, position + offset, new.stream_id, new.version, new.type, new.payload,
-                new.metadata, recorded_at, prev_hash, event_hash,
-            )
-        )  # fmt: skip
-        prev_hash = event_hash
-    return recorded
+    return chain_events(0, position, prev_hash, events)
 
 
 def exported_events(count: int = EVENTS) -> list[NewEvent]:
