@@ -312,7 +312,9 @@ class Payment(ProviderRecordedAggregate):
         if amount <= 0:
             raise AmountMustBePositive(f"deposit {report.deposit_id} amount must be positive")
         known = self.deposits.get(report.deposit_id)
-        if known is None:
+        # A deposit only an unauthenticated delivery reported takes the provider's verified
+        # amount, so a forged report of a real deposit id cannot block the real one.
+        if known is None or (known.amount != amount and verified and not known.verified):
             self._deposit_detected(
                 deposit_id=report.deposit_id,
                 amount=amount,
@@ -320,19 +322,6 @@ class Payment(ProviderRecordedAggregate):
                 confirmations=report.confirmations,
                 confirmed=report.confirmed,
                 verified=verified,
-                observed_at=utc(report.observed_at) if report.observed_at else received_at,
-            )
-            return
-        if known.amount != amount and verified and not known.verified:
-            # Only an unauthenticated delivery ever gave this amount: the provider's own word
-            # replaces it, so a forged report of a real deposit id cannot block the real one.
-            self._deposit_detected(
-                deposit_id=report.deposit_id,
-                amount=amount,
-                tx_hash=report.tx_hash,
-                confirmations=report.confirmations,
-                confirmed=report.confirmed,
-                verified=True,
                 observed_at=utc(report.observed_at) if report.observed_at else received_at,
             )
             return

@@ -30,6 +30,7 @@ from adapters.providers.contract import (
 )
 from adapters.providers.http_client import NOT_ACTED_ON_STATUSES
 from adapters.services.ingestion import token_hash
+from adapters.storage.postgres_store import PostgresEventStore
 from ledger.ports import Claim, ClaimTaken
 
 Answer = TypeVar("Answer")
@@ -131,6 +132,24 @@ def call_outcome(
         )
         return CallOutcome.REFUSED if refused else CallOutcome.UNKNOWN
     return CallOutcome.UNKNOWN
+
+
+async def identity_claim(
+    store: PostgresEventStore,
+    namespace: str,
+    key: str,
+    stream: str,
+    still_held_by: Callable[[str], Awaitable[bool]],
+) -> Claim:
+    """The claim of a new subject's order or request id: new, or moved from a subject the
+    provider never took (refused, or never sent: it holds nothing there, so the corrected
+    request may use the id again). Raises SubjectAlreadyExists while a subject still holds it."""
+    holder = await store.find_claim(namespace, key)
+    if holder is None:
+        return Claim(namespace, key, stream)
+    if await still_held_by(holder.stream_id):
+        raise SubjectAlreadyExists(holder.stream_id)
+    return Claim(namespace, key, stream, replaces=holder.stream_id)
 
 
 def intent_claims(

@@ -16,11 +16,11 @@ from adapters.services.intents import (
     CallOutcome,
     ExchangeLog,
     IdempotencyClaim,
-    SubjectAlreadyExists,
     adapter_for,
     call_provider,
     callback_for,
     claim_conflict,
+    identity_claim,
     intent_claims,
 )
 from adapters.storage.postgres_store import PostgresEventStore
@@ -107,16 +107,13 @@ class PaymentService:
         return await self.accept(stream, created, calls)
 
     async def _order_claim(self, provider: str, order_id: str, stream: str) -> Claim:
-        """The order id's claim for a new payment: new, or moved from a payment the provider
-        refused (it holds nothing there, so the corrected request may use the id again)."""
-        key = f"{provider}:{order_id}"
-        holder = await self.store.find_claim(ORDER_CLAIM, key)
-        if holder is None:
-            return Claim(ORDER_CLAIM, key, stream)
-        existing = await self.repository.load(Payment, holder.stream_id)
-        if existing is not None and existing.holds_order_id:
-            raise SubjectAlreadyExists(holder.stream_id)
-        return Claim(ORDER_CLAIM, key, stream, replaces=holder.stream_id)
+        async def holds(holder: str) -> bool:
+            existing = await self.repository.load(Payment, holder)
+            return existing is not None and existing.holds_order_id
+
+        return await identity_claim(
+            self.store, ORDER_CLAIM, f"{provider}:{order_id}", stream, holds
+        )
 
     async def accept(
         self, stream: str, created: CreatedPayment, calls: ExchangeLog | None = None

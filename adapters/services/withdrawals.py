@@ -22,11 +22,11 @@ from adapters.services.intents import (
     CallOutcome,
     ExchangeLog,
     IdempotencyClaim,
-    SubjectAlreadyExists,
     adapter_for,
     call_provider,
     callback_for,
     claim_conflict,
+    identity_claim,
     intent_claims,
 )
 from adapters.storage.postgres_store import PostgresEventStore
@@ -130,16 +130,12 @@ class WithdrawalService:
         return await self.accept(stream, created, calls)
 
     async def _request_claim(self, provider: str, request_id: str, stream: str) -> Claim:
-        """The request id's claim: new, or moved from a withdrawal that ended before the
-        provider took it (refused, or never sent), so that the corrected request may use it."""
+        async def holds(holder: str) -> bool:
+            existing = await self.repository.load(Withdrawal, holder)
+            return existing is not None and existing.holds_request_id
+
         key = f"{provider}:{request_id}"
-        holder = await self.store.find_claim(REQUEST_CLAIM, key)
-        if holder is None:
-            return Claim(REQUEST_CLAIM, key, stream)
-        existing = await self.repository.load(Withdrawal, holder.stream_id)
-        if existing is not None and existing.holds_request_id:
-            raise SubjectAlreadyExists(holder.stream_id)
-        return Claim(REQUEST_CLAIM, key, stream, replaces=holder.stream_id)
+        return await identity_claim(self.store, REQUEST_CLAIM, key, stream, holds)
 
     async def accept(
         self, stream: str, created: CreatedWithdrawal, calls: ExchangeLog | None = None
