@@ -22,13 +22,14 @@ from adapters.http.audit import build_checkpointer, build_signer
 from adapters.http.background import background
 from adapters.http.keys import (
     ADAPTERS,
+    APPLIER,
     CHECKPOINTER,
-    INGESTION,
     METRICS,
     OPENAPI_DOCUMENT,
     PAYMENTS,
     POLLER,
     QUERIES,
+    RECEIPT,
     RECOVERY,
     RUNNER,
     SETTINGS,
@@ -39,12 +40,13 @@ from adapters.http.keys import (
 from adapters.http.middleware import access_log, http_metrics, problems, request_ids
 from adapters.http.openapi.document import openapi_document
 from adapters.http.routes import add_routes
+from adapters.ingestion.applier import DeliveryApplier
+from adapters.ingestion.receipt import DeliveryReceipt
 from adapters.observability.metered import MeteredEventStore, metered_adapters
 from adapters.observability.metrics import LedgerMetrics
 from adapters.providers.contract import ProviderAdapter
 from adapters.providers.registry import build_adapters
 from adapters.services.balances import BalancePoller
-from adapters.services.ingestion import WebhookIngestion
 from adapters.services.payments import PaymentService
 from adapters.services.provider_queries import ProviderQueries
 from adapters.services.recovery import SubmissionRecovery
@@ -122,18 +124,21 @@ def compose_services(
     store, adapters = app[STORE], app[ADAPTERS]
     runner = ProjectionRunner(store.pool, all_projections())
     app[RUNNER] = runner
-    ingestion = WebhookIngestion(store, adapters, clock=now)
-    app[INGESTION] = ingestion
-    payments = PaymentService(store, adapters, settings, ingestion, clock=now)
+    queries = ProviderQueries(store, adapters, clock=now)
+    app[QUERIES] = queries
+    metrics = app[METRICS]
+    applier = DeliveryApplier(
+        store, adapters, on_unverified=queries.wake, on_pass=metrics.observe_applied
+    )
+    app[APPLIER] = applier
+    app[RECEIPT] = DeliveryReceipt(store, adapters, clock=now, on_received=applier.wake)
+    payments = PaymentService(store, adapters, settings, clock=now)
     app[PAYMENTS] = payments
     withdrawals = WithdrawalService(
-        store, adapters, settings, ingestion, funds=JournalFundsGuard(store.pool, runner)
+        store, adapters, settings, funds=JournalFundsGuard(store.pool, runner)
     )
     app[WITHDRAWALS] = withdrawals
     app[RECOVERY] = SubmissionRecovery(adapters, payments, withdrawals)
-    queries = ProviderQueries(store, adapters, clock=now)
-    ingestion.on_unverified = queries.wake
-    app[QUERIES] = queries
     stuck_after = timedelta(minutes=settings.withdrawal_stuck_after_minutes)
     app[SWEEPER] = ClockSweeper(store, payments, now, stuck_after)
     app[POLLER] = BalancePoller(store, adapters, now)

@@ -1,5 +1,6 @@
-"""Work that lives as long as the service: the projection runner, the clock sweep, the balance
-poll, the recovery of creates whose answer was lost and the queries about unverified deliveries.
+"""Work that lives as long as the service: the delivery applier, the projection runner, the clock
+sweep, the balance poll, the recovery of creates whose answer was lost and the queries about
+unverified deliveries.
 Each runs as a task started and stopped with the app (aiohttp cleanup context), under one
 supervisor: whatever a loop raises (a database restart, a connection the server terminated, a
 bug), it is logged and the loop starts again after a jittered, capped, growing pause, so that
@@ -18,6 +19,7 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from adapters.http.keys import (
+    APPLIER,
     CHECKPOINTER,
     POLLER,
     QUERIES,
@@ -91,7 +93,8 @@ async def background(app: web.Application) -> AsyncIterator[None]:
     backoff = Backoff(
         settings.background_restart_seconds_min, settings.background_restart_seconds_max
     )
-    loops: dict[str, Loop] = {}
+    # The applier is the write path's second half: a received delivery waits for it.
+    loops: dict[str, Loop] = {"delivery applier": app[APPLIER].run}
     if settings.projections_in_process:
         loops["projection runner"] = app[RUNNER].run_forever
     if settings.expiry_sweep_seconds > 0:

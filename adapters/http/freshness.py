@@ -1,6 +1,10 @@
 """Reading your writes (API.md): a list or balance read answers at least as fresh as the log was
 when the request arrived, so a payment that got its 201 before the list request is on the list.
 
+Every read of a payment or withdrawal, and every list and balance, first waits for the delivery
+applier to reach the log's head at arrival (a webhook answered 200 before the read is applied
+before it answers), doing the applier's work itself when it is behind, like the projections below.
+
 Lists and balances read projections, which the runner feeds from the log a moment after each
 append. A read wrapped here first reads, in one query, the log's head and the positions of the
 projections it reads; when they are there already (the usual case) that query is all it costs.
@@ -23,8 +27,9 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from adapters.http.auth import authorize
-from adapters.http.keys import RUNNER, SETTINGS
+from adapters.http.keys import APPLIER, RUNNER, SETTINGS
 from adapters.http.problems import RETRY_AFTER_SECONDS, problem
+from adapters.ingestion.applier import DeliveryApplier
 from adapters.storage.read_models.journal import JournalProjection
 from adapters.storage.read_models.readers import projection_positions
 from adapters.storage.read_models.reconciliation import ReconciliationProjection
@@ -53,7 +58,8 @@ class ProjectionPosition:
 
 
 def fresh(handler: Handler, scope: str, *projections: str) -> Handler:
-    """`handler`, answering only once `projections` reached the log's head at arrival.
+    """`handler`, answering only once the applier and `projections` reached the log's head at
+    arrival.
     The caller is authorized first: an anonymous request must not make the ledger work. The
     runner and the bound are the app's (read per request: routes are listed before the app
     starts and opens its database)."""
@@ -62,11 +68,35 @@ def fresh(handler: Handler, scope: str, *projections: str) -> Handler:
     async def fresh_read(request: web.Request) -> web.StreamResponse:
         authorize(request, scope)
         app = request.app
-        reads = FreshReads(app[RUNNER], app[SETTINGS].read_your_writes_wait_seconds_max)
-        refusal = await reads.refusal(projections)
+        wait_seconds_max = app[SETTINGS].read_your_writes_wait_seconds_max
+        refusal = await _applied(app[APPLIER], wait_seconds_max)
+        if refusal is None and projections:
+            reads = FreshReads(app[RUNNER], wait_seconds_max)
+            refusal = await reads.refusal(projections)
         return refusal if refusal is not None else await handler(request)
 
     return fresh_read
+
+
+async def _applied(applier: DeliveryApplier, wait_seconds_max: float) -> web.Response | None:
+    """None once the applier has reached the log's head as it is now; else the 503 to send."""
+    position, head = await applier.lag()
+    if position >= head:
+        return None
+    try:
+        async with asyncio.timeout(wait_seconds_max):
+            await applier.catch_up(head)
+    except TimeoutError:
+        response = problem(
+            503,
+            "Service Unavailable",
+            f"the delivery applier did not reach the log position this request arrived at"
+            f" within {wait_seconds_max:g} s; retry later",
+            code="applier_behind",
+        )
+        response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+        return response
+    return None
 
 
 class FreshReads:

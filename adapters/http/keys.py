@@ -10,10 +10,11 @@ from aiohttp import web
 
 from adapters.audit.checkpoints import Checkpointer
 from adapters.config import Settings
+from adapters.ingestion.applier import DeliveryApplier
+from adapters.ingestion.receipt import DeliveryReceipt
 from adapters.observability.metrics import LedgerMetrics
 from adapters.providers.contract import ProviderAdapter
 from adapters.services.balances import BalancePoller
-from adapters.services.ingestion import WebhookIngestion
 from adapters.services.payments import PaymentService
 from adapters.services.provider_queries import ProviderQueries
 from adapters.services.recovery import SubmissionRecovery
@@ -28,7 +29,8 @@ OPENAPI_DOCUMENT = web.AppKey("openapi_document", dict[str, Any])
 STORE = web.AppKey("store", PostgresEventStore)
 ADAPTERS = web.AppKey("adapters", Mapping[str, ProviderAdapter])
 RUNNER = web.AppKey("projection_runner", ProjectionRunner)
-INGESTION = web.AppKey("ingestion", WebhookIngestion)
+RECEIPT = web.AppKey("receipt", DeliveryReceipt)
+APPLIER = web.AppKey("applier", DeliveryApplier)
 PAYMENTS = web.AppKey("payments", PaymentService)
 WITHDRAWALS = web.AppKey("withdrawals", WithdrawalService)
 RECOVERY = web.AppKey("recovery", SubmissionRecovery)

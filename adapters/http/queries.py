@@ -13,7 +13,7 @@ from aiohttp import web
 
 from adapters.http.auth import authorize
 from adapters.http.cursors import encode_cursor
-from adapters.http.keys import RUNNER
+from adapters.http.keys import APPLIER, RUNNER
 from adapters.http.query_params import (
     BalancesQuery,
     JournalQuery,
@@ -172,6 +172,10 @@ async def reconciliation_summary(request: web.Request) -> web.Response:
     return web.json_response({"items": items, "open_items": sum(r["items"] for r in rows)})
 
 
+# Past this many, "how far behind" is only "far": the count stays one bounded query.
+APPLIER_PENDING_COUNTED_MAX = 100_000
+
+
 async def projections_status(request: web.Request) -> web.Response:
     authorize(request, "finance:read")
     statuses = await request.app[RUNNER].status()
@@ -188,4 +192,13 @@ async def projections_status(request: web.Request) -> web.Response:
         }
         for s in statuses
     ]
-    return web.json_response({"items": items})
+    # The applier beside them: received deliveries it has still to apply (API.md).
+    applier = request.app[APPLIER]
+    position, head = await applier.lag()
+    pending = await applier.pending(APPLIER_PENDING_COUNTED_MAX)
+    return web.json_response(
+        {
+            "items": items,
+            "applier": {"position": position, "head": head, "pending_events": pending},
+        }
+    )

@@ -1,13 +1,21 @@
-"""`POST /v1/webhooks/{provider}[/{token}]`: a provider's delivery, read within the body limit
-and handed to ingestion (verify, record, answer)."""
+"""`POST /v1/webhooks/{provider}[/{token}]`: a provider's delivery, read within the body limit,
+recorded on receipt and answered once durable (API.md's table maps receipts to statuses here and
+only here); the applier applies it right after."""
 
 from __future__ import annotations
 
 from aiohttp import web
 
-from adapters.http.keys import ADAPTERS, INGESTION, METRICS, SETTINGS
-from adapters.http.problems import problem, unavailable
-from ledger.errors import ConcurrencyConflict
+from adapters.http.keys import ADAPTERS, METRICS, RECEIPT, SETTINGS
+from adapters.http.problems import problem
+from ledger.deliveries import ReceiptKind
+
+_ANSWERS = {
+    ReceiptKind.RECEIVED: "received",
+    ReceiptKind.DUPLICATE: "duplicate",
+    ReceiptKind.REJECTED: "rejected",
+    ReceiptKind.INVALID: "invalid",
+}
 
 
 async def receive_webhook(request: web.Request) -> web.Response:
@@ -21,15 +29,13 @@ async def receive_webhook(request: web.Request) -> web.Response:
     body = await request.content.read(limit + 1)
     if len(body) > limit:
         return problem(413, "Payload Too Large", f"body over {limit} bytes")
-    try:
-        result = await request.app[INGESTION].ingest(
-            provider, body, dict(request.headers), request.match_info.get("token")
-        )
-    except ConcurrencyConflict:
-        # More concurrent writers on one payment than retries: nothing was recorded.
-        return unavailable("too many concurrent deliveries for one subject; retry later")
-    request.app[METRICS].deliveries.labels(provider, result.outcome).inc()
-    if result.status == 200:
-        return web.json_response({"received": True, "outcome": result.outcome})
-    title = {400: "Bad Request", 401: "Unauthorized"}.get(result.status, "Error")
-    return problem(result.status, title, result.detail)
+    receipt = await request.app[RECEIPT].receive(
+        provider, body, dict(request.headers), request.match_info.get("token")
+    )
+    answer = _ANSWERS[receipt.kind]
+    request.app[METRICS].deliveries.labels(provider, answer).inc()
+    if receipt.kind is ReceiptKind.REJECTED:
+        return problem(401, "Unauthorized", receipt.detail)
+    if receipt.kind is ReceiptKind.INVALID:
+        return problem(400, "Bad Request", receipt.detail)
+    return web.json_response({"received": True, "outcome": answer})

@@ -7,9 +7,14 @@ what is read from the database at scrape time is in adapters/observability/scrap
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from adapters.providers.contract import ProviderExchange
+
+if TYPE_CHECKING:
+    from adapters.ingestion.applier import AppliedPass
 
 # Appends carry one command's events: a handful, rarely more than a batch of deliveries.
 _BATCH_BUCKETS = (1, 2, 3, 5, 8, 13, 21, 34, 55, 89, 144)
@@ -24,9 +29,27 @@ class LedgerMetrics:
         registry = self.registry
         self.deliveries = Counter(
             "ledger_webhook_deliveries",
-            "Webhook deliveries received, by provider and outcome (accepted, duplicate, "
-            "unmatched, unverified, rejected, invalid, ...).",
+            "Webhook deliveries answered, by provider and receipt (received, duplicate, "
+            "rejected, invalid).",
             ["provider", "outcome"],
+            registry=registry,
+        )
+        self.deliveries_applied = Counter(
+            "ledger_deliveries_applied",
+            "Facts of received deliveries applied by the applier, by outcome (accepted, "
+            "unverified, duplicate, unmatched, not_applied).",
+            ["outcome"],
+            registry=registry,
+        )
+        self.applier_lag_seconds = Histogram(
+            "ledger_applier_lag_seconds",
+            "From a delivery's durable receipt to the commit of its effects, in seconds.",
+            buckets=_DATABASE_SECONDS,
+            registry=registry,
+        )
+        self.applier_position = Gauge(
+            "ledger_applier_position",
+            "The log position the applier has applied up to.",
             registry=registry,
         )
         self.append_seconds = Histogram(
@@ -97,6 +120,13 @@ class LedgerMetrics:
             "database are absent when it is 0.",
             registry=registry,
         )
+
+    def observe_applied(self, applied: AppliedPass) -> None:
+        self.applier_position.set(applied.position)
+        for outcome in applied.outcomes:
+            self.deliveries_applied.labels(outcome.value).inc()
+        for seconds in applied.lag_seconds:
+            self.applier_lag_seconds.observe(seconds)
 
     def provider_exchange(self, exchange: ProviderExchange) -> None:
         outcome = "error" if exchange.status is None else f"{exchange.status // 100}xx"

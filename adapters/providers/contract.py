@@ -15,13 +15,8 @@ from types import MappingProxyType
 from typing import Any, Protocol
 
 from ledger.commands import ProviderBalanceReport, Translation
+from ledger.deliveries import Verification
 from ledger.money import is_registered, loads_exact
-
-
-class VerificationOutcome(StrEnum):
-    VERIFIED = "verified"  # signature or token checked: may move money
-    UNVERIFIED = "unverified"  # recorded, moves no money until a provider query confirms it
-    REJECTED = "rejected"  # signature missing or wrong, client id wrong: 401
 
 
 class TokenScope(StrEnum):
@@ -30,13 +25,6 @@ class TokenScope(StrEnum):
     NONE = "none"  # the provider signs its deliveries
     PROVIDER = "provider"  # one configured webhook_token (CoinCoin: URL set once in a portal)
     PER_SUBJECT = "per_subject"  # one token per payment/withdrawal (LiPayKripto webhookUrl)
-
-
-@dataclass(frozen=True, slots=True)
-class Verification:
-    outcome: VerificationOutcome
-    scheme: str  # e.g. "hmac-sha256-raw-body"
-    reason: str = ""  # why it is not verified, e.g. "signature_mismatch"
 
 
 @dataclass(frozen=True, slots=True)

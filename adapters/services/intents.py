@@ -22,6 +22,7 @@ from enum import StrEnum
 from typing import Any, TypeVar
 
 from adapters.config import Settings
+from adapters.ingestion.text import token_hash
 from adapters.providers.contract import (
     ProviderAdapter,
     ProviderCallFailed,
@@ -29,7 +30,6 @@ from adapters.providers.contract import (
     TokenScope,
 )
 from adapters.providers.http_client import NOT_ACTED_ON_STATUSES
-from adapters.services.ingestion import token_hash
 from adapters.storage.postgres_store import PostgresEventStore
 from ledger.ports import Claim, ClaimTaken
 

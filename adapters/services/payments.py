@@ -9,9 +9,9 @@ from decimal import Decimal
 from typing import Any
 
 from adapters.config import Settings
+from adapters.ingestion.subject_index import PAYMENT_ORDER, PAYMENT_REF
 from adapters.providers.contract import CreatedPayment, CreatePaymentRequest, ProviderAdapter
 from adapters.services.conflicts import retry_on_conflict
-from adapters.services.ingestion import WebhookIngestion
 from adapters.services.intents import (
     CallOutcome,
     ExchangeLog,
@@ -29,8 +29,8 @@ from ledger.money import Money
 from ledger.payment import Payment, Submission
 from ledger.ports import Claim, ClaimTaken
 
-ORDER_CLAIM = "payment_order"
-REF_CLAIM = "payment_ref"
+ORDER_CLAIM = PAYMENT_ORDER
+REF_CLAIM = PAYMENT_REF
 # Reading a payment may record its expiry; a concurrent writer makes it read again.
 EXPIRY_SAVE_ATTEMPTS = 5
 
@@ -41,14 +41,12 @@ class PaymentService:
         store: PostgresEventStore,
         adapters: Mapping[str, ProviderAdapter],
         settings: Settings,
-        ingestion: WebhookIngestion,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.store = store
         self.repository = AggregateRepository(store)
         self.adapters = adapters
         self.settings = settings
-        self.ingestion = ingestion
         self.clock = clock
 
     async def create_payment(  # noqa: PLR0913 - the fields of a payment request
@@ -119,7 +117,8 @@ class PaymentService:
         self, stream: str, created: CreatedPayment, calls: ExchangeLog | None = None
     ) -> Payment:
         """Records the provider's payment for a submitting one (its create answer, or what the
-        recovery loop found), then applies deliveries that arrived before it was known."""
+        recovery loop found). Deliveries that arrived before it was known are applied by the
+        applier, which sees this acceptance in the log."""
 
         def accept_submission(payment: Payment) -> list[Claim]:
             payment.accept_submission(
@@ -132,11 +131,7 @@ class PaymentService:
             )
             return [Claim(REF_CLAIM, f"{payment.provider}:{created.provider_ref}", stream)]
 
-        payment = await self._resolve(stream, calls, accept_submission)
-        await self.ingestion.match_unmatched(
-            payment.provider, "payment", [created.provider_ref, payment.order_id]
-        )
-        return await self.load_payment(payment.id) or payment
+        return await self._resolve(stream, calls, accept_submission)
 
     async def _submission_failed(
         self, stream: str, calls: ExchangeLog, outcome: CallOutcome, error: Exception

@@ -9,6 +9,7 @@ from decimal import Decimal
 from typing import Protocol
 
 from adapters.config import Settings
+from adapters.ingestion.subject_index import WITHDRAWAL_REF, WITHDRAWAL_REQUEST
 from adapters.providers.contract import (
     CreatedWithdrawal,
     CreateWithdrawalRequest,
@@ -17,7 +18,6 @@ from adapters.providers.contract import (
     ProviderAdapter,
 )
 from adapters.services.conflicts import retry_on_conflict
-from adapters.services.ingestion import WebhookIngestion
 from adapters.services.intents import (
     CallOutcome,
     ExchangeLog,
@@ -35,8 +35,8 @@ from ledger.money import Money
 from ledger.ports import Claim, ClaimTaken
 from ledger.withdrawal import Withdrawal
 
-REQUEST_CLAIM = "withdrawal_request"
-REF_CLAIM = "withdrawal_ref"
+REQUEST_CLAIM = WITHDRAWAL_REQUEST
+REF_CLAIM = WITHDRAWAL_REF
 RESOLVE_ATTEMPTS = 10
 
 
@@ -68,14 +68,12 @@ class WithdrawalService:
         store: PostgresEventStore,
         adapters: Mapping[str, ProviderAdapter],
         settings: Settings,
-        ingestion: WebhookIngestion,
         funds: FundsGuard | None = None,
     ) -> None:
         self.store = store
         self.repository = AggregateRepository(store)
         self.adapters = adapters
         self.settings = settings
-        self.ingestion = ingestion
         self.funds = funds or NoFundsCheck()
 
     async def create_withdrawal(
@@ -140,8 +138,9 @@ class WithdrawalService:
     async def accept(
         self, stream: str, created: CreatedWithdrawal, calls: ExchangeLog | None = None
     ) -> Withdrawal:
-        """Records the provider's withdrawal (its create answer, or what recovery found), then
-        applies deliveries that arrived before it was known."""
+        """Records the provider's withdrawal (its create answer, or what recovery found).
+        Deliveries that arrived before it was known are applied by the applier, which sees
+        this acceptance in the log."""
 
         def submit(withdrawal: Withdrawal) -> None:
             withdrawal.submit(
@@ -153,11 +152,7 @@ class WithdrawalService:
 
         provider = adapter_for(self.adapters, (await self._load(stream)).provider).name
         reference = Claim(REF_CLAIM, f"{provider}:{created.provider_ref}", stream)
-        withdrawal = await self._resolve(stream, calls, submit, reference)
-        await self.ingestion.match_unmatched(
-            withdrawal.provider, "withdrawal", [created.provider_ref, withdrawal.request_id]
-        )
-        return withdrawal
+        return await self._resolve(stream, calls, submit, reference)
 
     async def _submission_failed(
         self, stream: str, calls: ExchangeLog, outcome: CallOutcome, error: Exception

@@ -16,7 +16,7 @@ from aiohttp import web
 
 from adapters.config import Settings
 from adapters.http.app import init_app
-from adapters.http.keys import POLLER, QUERIES, RECOVERY, RUNNER, SWEEPER
+from adapters.http.keys import APPLIER, POLLER, QUERIES, RECOVERY, RUNNER, SWEEPER
 from adapters.providers.http_client import RetryPolicy
 from adapters.providers.registry import build_adapters
 from adapters.storage.postgres_store import PostgresEventStore
@@ -55,10 +55,17 @@ class Ledger:
     app: web.Application | None = None
 
     async def caught_up(self) -> None:
-        """Runs every projection up to the log's head (the service does it in the background;
-        a test that reads read models right after writing waits for it this way)."""
+        """Applies every received delivery, then runs every projection, up to the log's head
+        (the service does both in the background; a test that reads right after writing waits
+        for them this way)."""
         assert self.app is not None
+        await self.app[APPLIER].catch_up()
         await self.app[RUNNER].catch_up()
+
+    async def applied(self) -> None:
+        """Applies every delivery received so far (the applier's background work, done now)."""
+        assert self.app is not None
+        await self.app[APPLIER].catch_up()
 
     async def sweep(self) -> Any:
         """One pass of the ledger's clock: expiry and stuck withdrawals."""

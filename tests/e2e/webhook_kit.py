@@ -14,7 +14,7 @@ import asyncio
 import dataclasses
 import tempfile
 import uuid
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +25,7 @@ from aiohttp import web
 
 from adapters.config import Settings
 from adapters.http.app import init_app
+from adapters.providers.contract import ProviderAdapter
 from adapters.providers.registry import build_adapters
 from adapters.sandbox import coincoin, coinpay, cryptofuse, lipaykripto, payment_engine
 from adapters.storage.postgres_store import PostgresEventStore
@@ -113,6 +114,7 @@ class Rig:
     sandbox_apps: dict[str, web.Application]
     capture: Capture
     orders: dict[str, tuple[str, ...]] = field(default_factory=dict)  # provider_ref -> order id
+    adapters: Mapping[str, ProviderAdapter] = field(default_factory=dict)  # the ledger's own
 
     async def sandbox(self, provider: str, path: str, body: Any = None) -> tuple[int, Any]:
         async with (
@@ -253,7 +255,7 @@ async def rig(
             serve(init_app(settings, store=store, adapters=adapters), free_port())
         )
         client = await stack.enter_async_context(aiohttp.ClientSession())
-        built = Rig(Ledger(ledger_url, client, store), urls, apps, capture)
+        built = Rig(Ledger(ledger_url, client, store), urls, apps, capture, adapters=adapters)
         portal = {
             "coinpay": ("/_sandbox/webhook_url", "webhook_url", "/v1/webhooks/coinpay"),
             "coincoin": (

@@ -26,8 +26,6 @@ from adapters.providers.coincoin.protocol import PROVIDER_ID
 from adapters.providers.coincoin.states import outcome_for, status_word
 from adapters.providers.contract import (
     TokenScope,
-    Verification,
-    VerificationOutcome,
     WebhookBodyInvalid,
     WebhookDelivery,
     parse_webhook_object,
@@ -39,6 +37,7 @@ from ledger.commands import (
     PaymentUpdate,
     Translation,
 )
+from ledger.deliveries import Verification, VerificationOutcome
 
 if TYPE_CHECKING:
     from collections.abc import Mapping

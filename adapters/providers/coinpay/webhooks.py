@@ -22,8 +22,6 @@ from adapters.providers.coinpay.javascript_json import (
 )
 from adapters.providers.contract import (
     TokenScope,
-    Verification,
-    VerificationOutcome,
     WebhookBodyInvalid,
     WebhookDelivery,
     parse_webhook_object,
@@ -40,6 +38,7 @@ from ledger.commands import (
     WithdrawalReference,
     WithdrawalUpdate,
 )
+from ledger.deliveries import Verification, VerificationOutcome
 from ledger.money import to_decimal
 
 if TYPE_CHECKING:

@@ -7,12 +7,8 @@ import hashlib
 import hmac
 from typing import TYPE_CHECKING
 
-from adapters.providers.contract import (
-    TokenScope,
-    Verification,
-    VerificationOutcome,
-    WebhookDelivery,
-)
+from adapters.providers.contract import TokenScope, WebhookDelivery
+from ledger.deliveries import Verification, VerificationOutcome
 
 if TYPE_CHECKING:
     from adapters.providers.cryptofuse.translate import PayloadTranslator

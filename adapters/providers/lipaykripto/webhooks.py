@@ -22,8 +22,6 @@ from typing import TYPE_CHECKING, Any, Literal
 from adapters.providers.canonical import payload_dedupe_key
 from adapters.providers.contract import (
     TokenScope,
-    Verification,
-    VerificationOutcome,
     WebhookBodyInvalid,
     WebhookDelivery,
     parse_webhook_object,
@@ -39,6 +37,7 @@ from ledger.commands import (
     WithdrawalReference,
     WithdrawalUpdate,
 )
+from ledger.deliveries import Verification, VerificationOutcome
 from ledger.errors import AmountPrecisionExceedsCurrencyScale, AmountTooLarge
 from ledger.money import quantize_exact
 

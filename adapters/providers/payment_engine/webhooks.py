@@ -11,13 +11,7 @@ import hashlib
 import hmac
 from typing import TYPE_CHECKING, Any
 
-from adapters.providers.contract import (
-    TokenScope,
-    Verification,
-    VerificationOutcome,
-    WebhookBodyInvalid,
-    WebhookDelivery,
-)
+from adapters.providers.contract import TokenScope, WebhookBodyInvalid, WebhookDelivery
 from adapters.providers.payment_engine.payloads import (
     TransactionView,
     content_key,
@@ -41,6 +35,7 @@ from adapters.providers.payment_engine.vocabulary import (
     STATUS_PENDING,
 )
 from ledger.commands import ProviderBalanceReport, ProviderFact, Translation
+from ledger.deliveries import Verification, VerificationOutcome
 from ledger.money import loads_exact
 
 if TYPE_CHECKING:

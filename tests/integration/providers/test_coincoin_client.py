@@ -24,12 +24,12 @@ from adapters.providers.contract import (
     OperationNotSupported,
     ProviderCallFailed,
     ProviderExchange,
-    VerificationOutcome,
     WebhookDelivery,
 )
 from adapters.providers.http_client import ProviderHttp, RetryPolicy
 from adapters.sandbox.coincoin import SandboxConfig, create_sandbox_app
 from ledger.commands import PaymentUpdate, ProviderPaymentOutcome
+from ledger.deliveries import VerificationOutcome
 from ledger.money import Money
 from ledger.payment import Payment
 

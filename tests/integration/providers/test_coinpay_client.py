@@ -20,8 +20,6 @@ from adapters.providers.contract import (
     OperationNotSupported,
     ProviderCallFailed,
     ProviderExchange,
-    Verification,
-    VerificationOutcome,
     WebhookDelivery,
 )
 from adapters.providers.http_client import ProviderHttp, RetryPolicy
@@ -33,6 +31,7 @@ from ledger.commands import (
     Translation,
     WithdrawalUpdate,
 )
+from ledger.deliveries import Verification, VerificationOutcome
 from ledger.money import loads_exact
 
 if TYPE_CHECKING:

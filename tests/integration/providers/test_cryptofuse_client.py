@@ -22,7 +22,6 @@ from adapters.providers.contract import (
     ProviderAdapter,
     ProviderCallFailed,
     ProviderExchange,
-    VerificationOutcome,
     WebhookDelivery,
 )
 from adapters.providers.cryptofuse import PROVIDER_ID, build_adapter
@@ -36,6 +35,7 @@ from ledger.commands import (
     Translation,
     WithdrawalUpdate,
 )
+from ledger.deliveries import VerificationOutcome
 
 CLIENT_ID = "client-123"
 CLIENT_SECRET = "very-secret-client-secret"

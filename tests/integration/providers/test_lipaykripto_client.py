@@ -19,7 +19,6 @@ from adapters.providers.contract import (
     OperationNotSupported,
     ProviderCallFailed,
     ProviderExchange,
-    VerificationOutcome,
     WebhookDelivery,
 )
 from adapters.providers.http_client import RetryPolicy, dumps_exact
@@ -33,6 +32,7 @@ from ledger.commands import (
     Translation,
     WithdrawalUpdate,
 )
+from ledger.deliveries import VerificationOutcome
 from ledger.money import loads_exact
 
 if TYPE_CHECKING:

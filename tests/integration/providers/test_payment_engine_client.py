@@ -20,7 +20,6 @@ from adapters.providers.contract import (
     ProviderAdapter,
     ProviderCallFailed,
     ProviderExchange,
-    VerificationOutcome,
     WebhookDelivery,
 )
 from adapters.providers.http_client import ProviderHttp, RetryPolicy
@@ -36,6 +35,7 @@ from ledger.commands import (
     Translation,
     WithdrawalUpdate,
 )
+from ledger.deliveries import VerificationOutcome
 from ledger.money import loads_exact
 
 SECRET = "whsec_integration"

@@ -18,14 +18,10 @@ from adapters.providers.coincoin.protocol import (
     signed_headers,
 )
 from adapters.providers.coincoin.webhooks import CoinCoinWebhooks
-from adapters.providers.contract import (
-    TokenScope,
-    VerificationOutcome,
-    WebhookBodyInvalid,
-    WebhookDelivery,
-)
+from adapters.providers.contract import TokenScope, WebhookBodyInvalid, WebhookDelivery
 from adapters.providers.http_client import dumps_exact
 from ledger.commands import PaymentUpdate, ProviderPaymentOutcome
+from ledger.deliveries import VerificationOutcome
 
 TOKEN = "portal-token-3f9a1c"
 

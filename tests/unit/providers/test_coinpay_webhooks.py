@@ -12,18 +12,14 @@ import pytest
 from adapters.providers.coinpay import PROVIDER_ID, build_adapter
 from adapters.providers.coinpay.javascript_json import parse_as_javascript, stringify
 from adapters.providers.coinpay.webhooks import CoinPayWebhooks, signature_for
-from adapters.providers.contract import (
-    TokenScope,
-    VerificationOutcome,
-    WebhookBodyInvalid,
-    WebhookDelivery,
-)
+from adapters.providers.contract import TokenScope, WebhookBodyInvalid, WebhookDelivery
 from ledger.commands import (
     PaymentUpdate,
     ProviderPaymentOutcome,
     ProviderWithdrawalOutcome,
     WithdrawalUpdate,
 )
+from ledger.deliveries import VerificationOutcome
 
 SECRET = "whsec_coinpay_test"
 ADAPTER = CoinPayWebhooks(SECRET)

@@ -11,12 +11,7 @@ from decimal import Decimal
 
 import pytest
 
-from adapters.providers.contract import (
-    TokenScope,
-    VerificationOutcome,
-    WebhookBodyInvalid,
-    WebhookDelivery,
-)
+from adapters.providers.contract import TokenScope, WebhookBodyInvalid, WebhookDelivery
 from adapters.providers.cryptofuse import PROVIDER_ID, build_adapter
 from adapters.providers.cryptofuse.translate import PayloadTranslator
 from adapters.providers.cryptofuse.webhooks import CryptofuseWebhooks
@@ -27,6 +22,7 @@ from ledger.commands import (
     Translation,
     WithdrawalUpdate,
 )
+from ledger.deliveries import VerificationOutcome
 
 SECRET = "whsec-test"
 

@@ -13,12 +13,7 @@ from decimal import Decimal
 
 import pytest
 
-from adapters.providers.contract import (
-    TokenScope,
-    VerificationOutcome,
-    WebhookBodyInvalid,
-    WebhookDelivery,
-)
+from adapters.providers.contract import TokenScope, WebhookBodyInvalid, WebhookDelivery
 from adapters.providers.lipaykripto import PROVIDER_ID, build_adapter
 from adapters.providers.lipaykripto.signing import (
     WithdrawalSigningFields,
@@ -33,6 +28,7 @@ from ledger.commands import (
     ProviderWithdrawalOutcome,
     WithdrawalUpdate,
 )
+from ledger.deliveries import VerificationOutcome
 from ledger.errors import AmountPrecisionExceedsCurrencyScale
 
 CLIENT_ID = "YOUR_CLIENT_ID"  # the id the document's examples carry

@@ -10,12 +10,7 @@ from decimal import Decimal
 
 import pytest
 
-from adapters.providers.contract import (
-    TokenScope,
-    VerificationOutcome,
-    WebhookBodyInvalid,
-    WebhookDelivery,
-)
+from adapters.providers.contract import TokenScope, WebhookBodyInvalid, WebhookDelivery
 from adapters.providers.payment_engine import PROVIDER_ID, build_adapter
 from adapters.providers.payment_engine.webhooks import PaymentEngineWebhooks
 from ledger.commands import (
@@ -26,6 +21,7 @@ from ledger.commands import (
     ProviderWithdrawalOutcome,
     WithdrawalUpdate,
 )
+from ledger.deliveries import VerificationOutcome
 
 SECRET = "whsec_test"
 MERCHANT = "acc_merchant"

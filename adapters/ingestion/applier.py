@@ -1,0 +1,377 @@
+"""The applier: received deliveries applied in log order, exactly once.
+
+It reads the log after its position, only the events it acts on (`Delivery.Received`,
+`Delivery.Rejected` and the acceptance of a payment or withdrawal by its provider), and applies a
+pass of them as one append (`Batch`): every subject loaded once, its new events, the records that
+belong to no aggregate, and the applier's new position. The position is a claim whose holder
+names it (`applier@<position>`) and which moves only from the holder it had when the pass began:
+it commits with the pass's effects, in the same statement, and a second applier (another process)
+that started from the same position is refused instead of applying the pass twice.
+
+A pass stops before each acceptance, so that the acceptance finds every unmatched delivery the
+log holds before it, committed; a delivery after it finds its subject. Either way, one of the two
+sees the other, which no pair of concurrent requests could promise.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from adapters.ingestion.application import DeliveryBroke, apply_to_subject
+from adapters.ingestion.batch import Batch
+from adapters.ingestion.subject_index import takes_deliveries
+from adapters.ingestion.unmatched import hold, waiting_for
+from adapters.providers.contract import (
+    Operation,
+    ProviderAdapter,
+    TokenScope,
+    WebhookBodyInvalid,
+    WebhookDelivery,
+)
+from adapters.storage.postgres_store import PostgresEventStore, recorded_event
+from adapters.storage.repository import AggregateRepository
+from ledger.codec import decode_document
+from ledger.commands import PaymentUpdate, ProviderBalanceReport, Translation, WithdrawalUpdate
+from ledger.deliveries import (
+    DeliveryOutcome,
+    ProviderBalanceReported,
+    ReceiptKind,
+    ReceivedDelivery,
+)
+from ledger.errors import ConcurrencyConflict, LedgerError
+from ledger.payment import Payment
+from ledger.ports import Claim, ClaimTaken, RecordedEvent
+from ledger.withdrawal import Withdrawal
+
+log = logging.getLogger(__name__)
+
+PAYMENT_ACCEPTED = "Payment.Submitted"
+WITHDRAWAL_ACCEPTED = "Withdrawal.Submitted"
+ACCEPTANCES = frozenset((PAYMENT_ACCEPTED, WITHDRAWAL_ACCEPTED))
+READ_TYPES = [ReceiptKind.RECEIVED.value, ReceiptKind.REJECTED.value, *sorted(ACCEPTANCES)]
+POSITION_CLAIM = "consumer_position"
+BALANCE_RECORD = "ProviderBalance.Reported"
+PASS_EVENTS_MAX = 500
+# A pass is done again when another writer committed to one of its subjects meanwhile; each
+# try starts from the newer state, so it settles unless that subject is written continuously.
+PASS_ATTEMPTS = 30
+POLL_SECONDS = 0.5
+# Which fact of which delivery broke a rule: (log position, dedupe key, fact index).
+RefusalKey = tuple[int, str, int]
+
+_READ = (
+    "SELECT partition, position, stream_id, version, type, payload, metadata, recorded_at,"
+    " prev_hash, hash FROM events WHERE partition = $1 AND position > $2 AND position <= $3"
+    " AND type = ANY($4::text[]) ORDER BY position LIMIT $5"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class AppliedPass:
+    position: int
+    lag_seconds: list[float]  # from each delivery's receipt to its pass's commit
+    outcomes: list[DeliveryOutcome]
+
+
+class PositionMoved(Exception):
+    """Another applier committed past the position this one started from."""
+
+
+class DeliveryApplier:
+    name = "applier"
+
+    def __init__(
+        self,
+        store: PostgresEventStore,
+        adapters: Mapping[str, ProviderAdapter],
+        *,
+        partition: int = 0,
+        on_unverified: Callable[[], None] = lambda: None,
+        on_pass: Callable[[AppliedPass], None] = lambda _: None,
+    ) -> None:
+        self.store = store
+        self.repository = AggregateRepository(store)
+        self.adapters = adapters
+        self.partition = partition
+        self.on_unverified = on_unverified
+        self.on_pass = on_pass
+        self.position = 0  # how far it has read; past `committed` over events it skips
+        self.committed: int | None = None  # the position its claim holds, once read
+        self._lock = asyncio.Lock()
+        self._wake = asyncio.Event()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def run(self, healthy: Callable[[], None]) -> None:
+        """The background loop: catches up, then waits for a receipt or the poll interval."""
+        while True:
+            await self.catch_up()
+            healthy()
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), POLL_SECONDS)
+
+    async def catch_up(self, until: int | None = None) -> int:
+        """Applies everything up to `until` (the log's head when not given); returns the
+        position reached. Requests that must see a delivery's effect call this too."""
+        async with self._lock:
+            if self.committed is None:
+                self.committed = await self._committed_position()
+                self.position = max(self.position, self.committed)
+            if until is None:
+                until = (await self.store.head(self.partition)).position
+            while self.position < until:
+                try:
+                    await self._pass(until)
+                except PositionMoved:
+                    self.committed = await self._committed_position()
+                    self.position = self.committed
+            return self.position
+
+    async def lag(self) -> tuple[int, int]:
+        """(position, head): how far the applier is, and how far the log is."""
+        head = (await self.store.head(self.partition)).position
+        return self.position, head
+
+    async def pending(self, limit: int) -> int:
+        """How many events it still has to act on (counted up to `limit`): its lag, without
+        the events it skips (its own effects among them)."""
+        count = await self.store.pool.fetchval(
+            "SELECT count(*) FROM (SELECT 1 FROM events WHERE partition = $1 AND position > $2"
+            " AND type = ANY($3::text[]) LIMIT $4) AS pending",
+            self.partition,
+            self.position,
+            READ_TYPES,
+            limit,
+        )
+        return int(count)
+
+    async def _committed_position(self) -> int:
+        claim = await self.store.find_claim(POSITION_CLAIM, self._position_key)
+        return int(claim.value) if claim is not None else 0
+
+    @property
+    def _position_key(self) -> str:
+        return f"{self.name}:{self.partition}"
+
+    async def _pass(self, until: int) -> None:
+        rows = await self.store.pool.fetch(
+            _READ, self.partition, self.position, until, READ_TYPES, PASS_EVENTS_MAX
+        )
+        events = [recorded_event(row) for row in rows]
+        for group in _groups(events):
+            await self._apply_group(group)
+        if len(events) < PASS_EVENTS_MAX:
+            self.position = until  # nothing else to act on up to there
+
+    async def _apply_group(self, group: list[RecordedEvent]) -> None:
+        assert self.committed is not None
+        refusals: dict[RefusalKey, LedgerError] = {}
+        new_position = group[-1].position
+        position = Claim(
+            POSITION_CLAIM,
+            self._position_key,
+            f"{self.name}@{new_position}",
+            str(new_position),
+            replaces=f"{self.name}@{self.committed}",
+        )
+        for _attempt in range(PASS_ATTEMPTS):
+            batch = Batch(self.store, self.repository)
+            try:
+                for event in group:
+                    await self._apply_event(event, batch, refusals)
+            except DeliveryBroke as broke:
+                refusals[broke.key] = broke.error
+                continue
+            try:
+                await batch.commit(position)
+            except ConcurrencyConflict:
+                continue  # another writer got to a subject first: again, from what it wrote
+            except ClaimTaken as taken:
+                if taken.claim.namespace == POSITION_CLAIM:
+                    raise PositionMoved from taken
+                raise
+            self.committed = self.position = new_position
+            self._passed(group, batch)
+            return
+        raise ConcurrencyConflict(f"applier pass to {new_position} did not settle")
+
+    def _passed(self, group: list[RecordedEvent], batch: Batch) -> None:
+        now = datetime.now(UTC)
+        receipts = [e for e in group if e.type == ReceiptKind.RECEIVED.value]
+        lag = [max(0.0, (now - e.recorded_at).total_seconds()) for e in receipts]
+        if DeliveryOutcome.UNVERIFIED in batch.outcomes:
+            self.on_unverified()
+        self.on_pass(AppliedPass(self.committed or 0, lag, list(batch.outcomes)))
+
+    async def _apply_event(
+        self, event: RecordedEvent, batch: Batch, refusals: dict[RefusalKey, LedgerError]
+    ) -> None:
+        if event.type in ACCEPTANCES:
+            await self._match_waiting(event, batch, refusals)
+            return
+        document: dict[str, Any] = decode_document(event.payload)
+        received = ReceivedDelivery.from_document(document)
+        if received.provider not in self.adapters:
+            log.warning(
+                "delivery at %d names provider %s, not configured",
+                event.position,
+                received.provider,
+            )
+            return
+        rejected = event.type == ReceiptKind.REJECTED.value
+        if rejected and not self.adapters[received.provider].supports(Operation.QUERY_PAYMENT):
+            return  # nothing could ever confirm it: it stays only a rejected attempt
+        translation = self._translate(received)
+        if translation is None:
+            return
+        document = {**document, "received_at": received.received_at}
+        if rejected:
+            # Kept, unverified, in the stream of each known payment it names, where the
+            # provider can be asked about it; it moves no money and is never held unmatched.
+            document |= {"dedupe_key": translation.dedupe_key, "event_type": translation.event_type}
+            facts = [f for f in translation.facts if isinstance(f, PaymentUpdate)]
+            await self._apply_facts(
+                event.position, facts, received, document, batch, refusals, hold_unmatched=False
+            )
+            return
+        await self._apply_facts(
+            event.position, list(translation.facts), received, document, batch, refusals
+        )
+
+    def _translate(self, received: ReceivedDelivery) -> Translation | None:
+        delivery = WebhookDelivery(
+            provider=received.provider,
+            body=received.body,
+            headers=received.headers,
+            received_at=received.received_at,
+        )
+        try:
+            return self.adapters[received.provider].webhooks.translate(delivery)
+        except (WebhookBodyInvalid, RecursionError, UnicodeEncodeError):
+            # Readable on receipt, so only a change of the adapter since: the receipt stays.
+            log.warning(
+                "received %s delivery %s no longer translates",
+                received.provider,
+                received.dedupe_key,
+            )
+            return None
+
+    async def _apply_facts(
+        self,
+        position: int,
+        facts: list[Any],
+        received: ReceivedDelivery,
+        document: dict[str, Any],
+        batch: Batch,
+        refusals: dict[RefusalKey, LedgerError],
+        *,
+        hold_unmatched: bool = True,
+    ) -> None:
+        for index, fact in enumerate(facts):
+            if isinstance(fact, ProviderBalanceReport):
+                await self._record_balance(fact, received, document, batch)
+                continue
+            subject = await batch.find(fact)
+            if subject is None or not takes_deliveries(subject):
+                if hold_unmatched:
+                    batch.outcomes.append(
+                        await hold(batch, fact, received, funds_trusted=self._trusted(received))
+                    )
+                continue
+            batch.outcomes.append(
+                await apply_to_subject(
+                    self.store,
+                    self.adapters,
+                    subject,
+                    fact,
+                    document,
+                    received.verification,
+                    refused=refusals.get((position, received.dedupe_key, index)),
+                    key=(position, received.dedupe_key, index),
+                )
+            )
+
+    def _trusted(self, received: ReceivedDelivery) -> bool:
+        # A per-payment callback token proves nothing until it is matched to the payment it was
+        # issued for: such funds are held as nothing until then.
+        scope = self.adapters[received.provider].webhooks.token_scope
+        return received.verification.moves_money and scope is not TokenScope.PER_SUBJECT
+
+    async def _record_balance(
+        self,
+        fact: ProviderBalanceReport,
+        received: ReceivedDelivery,
+        document: dict[str, Any],
+        batch: Batch,
+    ) -> None:
+        key = f"{received.provider}:{received.dedupe_key}"
+        if await batch.claimed("balance_delivery", key):
+            batch.outcomes.append(DeliveryOutcome.DUPLICATE)
+            return
+        stream = f"provider-balances-{received.provider}"
+        report = ProviderBalanceReported(
+            account=fact.account,
+            currency=fact.currency,
+            available=fact.available,
+            pending=fact.pending,
+            reported_at=fact.reported_at or received.received_at,
+            verified=received.verification.moves_money,
+            delivery=document,
+        )
+        await batch.record(stream, BALANCE_RECORD, report.document(), new=False)
+        batch.claim(Claim("balance_delivery", key, stream))
+        batch.outcomes.append(DeliveryOutcome.ACCEPTED)
+
+    async def _match_waiting(
+        self, event: RecordedEvent, batch: Batch, refusals: dict[RefusalKey, LedgerError]
+    ) -> None:
+        """Applies the deliveries that arrived before their subject was accepted, each once."""
+        subject_type = Payment if event.type == PAYMENT_ACCEPTED else Withdrawal
+        subject = await batch.subject(subject_type, event.stream_id)
+        if subject is None:
+            return
+        provider_ref = str(decode_document(event.payload).get("provider_ref") or "")
+        if isinstance(subject, Payment):
+            kind, names = "payment", [provider_ref, subject.order_id]
+        else:
+            assert isinstance(subject, Withdrawal)
+            kind, names = "withdrawal", [provider_ref, subject.request_id]
+        for record in await waiting_for(
+            self.store, subject.provider, kind, [n for n in names if n]
+        ):
+            received = ReceivedDelivery.from_document(record)
+            translation = self._translate(received)
+            if translation is None:
+                continue
+            document = {**record, "received_at": received.received_at, "matched_later": True}
+            facts = [
+                f for f in translation.facts if isinstance(f, (PaymentUpdate, WithdrawalUpdate))
+            ]
+            await self._apply_facts(
+                event.position, facts, received, document, batch, refusals, hold_unmatched=False
+            )
+
+
+def _groups(events: list[RecordedEvent]) -> list[list[RecordedEvent]]:
+    """The events in passes, each acceptance ending one (see the module's docstring)."""
+    groups: list[list[RecordedEvent]] = []
+    current: list[RecordedEvent] = []
+    for event in events:
+        if event.type in ACCEPTANCES and current:
+            groups.append(current)
+            current = []
+        current.append(event)
+        if event.type in ACCEPTANCES:
+            groups.append(current)
+            current = []
+    if current:
+        groups.append(current)
+    return groups
