@@ -17,8 +17,13 @@ payments, interleaved so that concurrent requests hit different payments. wrk po
 bench/webhook_ingest.lua. Runs, each `--duration` seconds at `--connections` connections:
 
   hello A        an aiohttp app that reads the body and answers the ledger's 200 JSON
-  distinct       each request a new deposit: verify, record raw, match, apply, append (atomic)
-  duplicates     replays of deliveries already ingested: acknowledged, recorded, nothing moves
+  distinct       each request a new deposit: verify, read, record the receipt (answered once
+                 durable); the applier applies it right after (its lag and drain are printed)
+  duplicates     replays of deliveries already received: acknowledged, recorded, nothing moves
+  bad signature  the distinct bodies signed with another secret: 401, each attempt recorded
+  unmatched      deposits naming orders the ledger does not know: received, then held unmatched
+                 by the applier; run once with none stored and once after `--unmatched` records
+                 were stored (the index is keyed, so the two should match)
   hello B        again, so that drift of the machine shows; the baseline is the mean of A and B
 
 Only the ratios against the baseline are meant to be compared across runs (this machine kind
@@ -61,6 +66,9 @@ LUA_SCRIPT = Path(__file__).with_name("webhook_ingest.lua")
 TOKEN = "bench-token"
 PROVIDER = "payment_engine"
 DELIVERY_RECORDED = "Payment.DeliveryRecorded"
+RECEIVED = "Delivery.Received"
+UNMATCHED = "Delivery.Unmatched"
+PRELOAD_BATCH = 1_000
 MERCHANT_ACCOUNT = "merchant"  # the Payment Engine adapter's default merchant_account_id
 CREATE_CONCURRENCY = 32
 WARM_UP_SECONDS = 2
@@ -174,12 +182,87 @@ async def settled_position(store: PostgresEventStore) -> int:
         position = now
 
 
+async def applier_drain(app: web.Application) -> float | None:
+    """Seconds the applier needed, after wrk stopped, to apply what was received (None on a
+    version without an applier)."""
+    from adapters.http import keys  # noqa: PLC0415 - optional: older versions lack the key
+
+    key = getattr(keys, "APPLIER", None)
+    if key is None:
+        return None
+    started = perf_counter()
+    await app[key].catch_up()
+    return perf_counter() - started
+
+
+async def applier_lag(store: PostgresEventStore, after: int, applied_type: str) -> str:
+    """p50/p99 of the time from each delivery's receipt to the commit of its effect (the
+    event recorded in its payment's stream, or its unmatched record)."""
+    row = await store.pool.fetchrow(
+        """
+        WITH received AS (
+            SELECT recorded_at, convert_from(payload, 'UTF8')::jsonb ->> 'dedupe_key' AS key
+              FROM events WHERE type = $2 AND position > $1),
+        applied AS (
+            SELECT recorded_at, coalesce(
+                       convert_from(payload, 'UTF8')::jsonb -> 'delivery' ->> 'dedupe_key',
+                       convert_from(payload, 'UTF8')::jsonb ->> 'dedupe_key') AS key
+              FROM events WHERE type = $3 AND position > $1)
+        SELECT count(*) AS n,
+               percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM a.recorded_at - r.recorded_at)) AS p50,
+               percentile_cont(0.99) WITHIN GROUP (ORDER BY extract(epoch FROM a.recorded_at - r.recorded_at)) AS p99
+          FROM received r JOIN applied a USING (key)
+        """,  # noqa: E501 - one query, read as SQL
+        after,
+        RECEIVED,
+        applied_type,
+    )
+    if row is None or not row["n"]:
+        return "applier lag: nothing applied in this run"
+    return (
+        f"applier lag over {row['n']:,} deliveries: p50 {row['p50'] * 1000:.1f} ms,"
+        f" p99 {row['p99'] * 1000:.1f} ms (receipt to effect committed)"
+    )
+
+
+async def preload_unmatched(store: PostgresEventStore, count: int) -> float:
+    """Stores `count` unmatched deliveries as the applier stores them (a record in a stream of
+    its own, indexed by claims under its names); returns the seconds it took."""
+    from adapters.ingestion.unmatched import index_namespace  # noqa: PLC0415
+    from ledger.codec import dumps_canonical  # noqa: PLC0415
+    from ledger.ports import Claim, NewEvent  # noqa: PLC0415
+
+    started = perf_counter()
+    for first in range(0, count, PRELOAD_BATCH):
+        events, claims = [], []
+        for number in range(first, min(first + PRELOAD_BATCH, count)):
+            stream = f"unmatched-preload-{number}"
+            name = f"preload-order-{number:07d}"
+            document = {
+                "provider": PROVIDER,
+                "dedupe_key": f"preload-{number}",
+                "verification": {"outcome": "verified", "scheme": "preload", "reason": ""},
+                "references": [name],
+                "deposits": [],
+                "funds_trusted": False,
+                "body": "{}",
+            }
+            events.append(NewEvent(stream, 1, UNMATCHED, dumps_canonical(document)))
+            namespace = index_namespace(PROVIDER, "payment", name)
+            claims.append(Claim(namespace, str(document["dedupe_key"]), stream))
+        expected = {event.stream_id: 0 for event in events}
+        await store.append(events, expected_versions=expected, claims=claims)
+    async with store.pool.acquire() as connection:
+        await connection.execute("ANALYZE events; ANALYZE claims")  # autovacuum is off on CI
+    return perf_counter() - started
+
+
 def hello_app() -> web.Application:
     """The baseline: reads the body and answers what the ledger answers an accepted delivery."""
 
     async def hello(request: web.Request) -> web.Response:
         await request.read()
-        return web.json_response({"received": True, "outcome": "accepted"})
+        return web.json_response({"received": True, "outcome": "received"})
 
     app = web.Application()
     app.router.add_post("/{tail:.*}", hello)
@@ -205,6 +288,13 @@ async def create_payments(url: str, count: int) -> list[tuple[str, str]]:
     async with aiohttp.ClientSession(headers=headers) as http:
         await asyncio.gather(*(creator(http) for _ in range(CREATE_CONCURRENCY)))
     return created
+
+
+def unmatched_lines(count: int, prefix: str, secret: str) -> Iterator[str]:
+    """Deposits naming `count` orders nobody created: each held unmatched by the applier."""
+    return deposit_lines(
+        [(f"{prefix}-{n:07d}", f"{prefix}-ref-{n:07d}") for n in range(count)], range(1), secret
+    )
 
 
 def deposit_lines(payments: list[tuple[str, str]], deposits: range, secret: str) -> Iterator[str]:
@@ -312,20 +402,30 @@ class Targets:
         return result
 
 
-async def measure_runs(targets: Targets, payments: list[tuple[str, str]], secret: str) -> None:
+async def measure_runs(
+    targets: Targets, app: web.Application, payments: list[tuple[str, str]], secret: str
+) -> None:
     args = targets.args
     with tempfile.TemporaryDirectory(prefix="bench-webhooks-") as folder:
         warm, distinct = Path(folder) / "warm.tsv", Path(folder) / "distinct.tsv"
+        forged = Path(folder) / "forged.tsv"
         # Deposit 0 of every payment warms up; deposits 1.. are measured.
         warm.write_text("".join(deposit_lines(payments, range(1), secret)))
         deposits = range(1, args.deposits + 1)
         distinct.write_text("".join(deposit_lines(payments, deposits, secret)))
+        forged.write_text("".join(deposit_lines(payments, deposits, "not-the-" + secret)))
         available = len(payments) * args.deposits
 
         await targets.run("warm-up hello", targets.hello_url, warm, seconds=WARM_UP_SECONDS)
         await targets.run("warm-up ingest", targets.webhook_url, warm, seconds=WARM_UP_SECONDS)
+        await applier_drain(app)
         hello_a = await targets.run("hello-world A", targets.hello_url, distinct)
+        before = await settled_position(targets.store)
         ingest = await targets.run("webhook ingest, distinct", targets.webhook_url, distinct)
+        drained = await applier_drain(app)
+        if drained is not None:
+            print(f"  applier drained {drained:.2f} s after wrk stopped")
+            print("  " + await applier_lag(targets.store, before, DELIVERY_RECORDED))
         if ingest.requests > available:
             print(
                 f"  note: {ingest.requests - available} requests went past the {available} "
@@ -336,10 +436,42 @@ async def measure_runs(targets: Targets, payments: list[tuple[str, str]], secret
         duplicates = await targets.run(
             "webhook ingest, duplicates", targets.webhook_url, distinct, limit=replayable
         )
+        bad = await targets.run("webhook ingest, bad signature (401)", targets.webhook_url, forged)
+        results = [hello_a, ingest, duplicates, bad]
+        if args.unmatched_runs:
+            results += await unmatched_runs(targets, app, Path(folder), secret)
         hello_b = await targets.run("hello-world B", targets.hello_url, distinct)
     baseline = (hello_a.rate + hello_b.rate) / 2
     print(f"\nbaseline (mean of hello-world A and B): {baseline:,.0f} req/s\n")
-    print(report([hello_a, ingest, duplicates, hello_b], baseline))
+    print(report([*results, hello_b], baseline))
+    print("(the bad-signature run's non-2xx are its expected 401s)")
+
+
+async def unmatched_runs(
+    targets: Targets, app: web.Application, folder: Path, secret: str
+) -> list[WrkResult]:
+    args = targets.args
+    results = []
+    for stored, prefix in ((0, "none"), (args.unmatched, "stored")):
+        if stored:
+            seconds = await preload_unmatched(targets.store, stored)
+            print(f"  stored {stored:,} unmatched deliveries in {seconds:.1f} s")
+        lines = folder / f"unmatched-{prefix}.tsv"
+        lines.write_text("".join(unmatched_lines(len_for(args), f"um-{prefix}", secret)))
+        before = await settled_position(targets.store)
+        result = await targets.run(
+            f"unmatched, {stored:,} stored", targets.webhook_url, lines
+        )
+        drained = await applier_drain(app)
+        print(f"  applier drained {drained or 0:.2f} s after wrk stopped")
+        print("  " + await applier_lag(targets.store, before, UNMATCHED))
+        results.append(result)
+    return results
+
+
+def len_for(args: argparse.Namespace) -> int:
+    """Distinct unmatched deliveries enough for one run (as many as the distinct run has)."""
+    return args.payments * args.deposits
 
 
 async def measure(args: argparse.Namespace) -> None:
@@ -370,8 +502,9 @@ async def measure(args: argparse.Namespace) -> None:
                         "providers": fleet.provider_tables(),
                         **background_settings(enabled=args.background),
                     })  # fmt: skip
+                    app = build_app(settings, store)
                     async with (
-                        serving(build_app(settings, store), ledger_socket),
+                        serving(app, ledger_socket),
                         serving(hello_app(), hello_socket),
                     ):
                         started = perf_counter()
@@ -384,7 +517,7 @@ async def measure(args: argparse.Namespace) -> None:
                             socket_url(hello_socket),
                         )  # fmt: skip
                         secret = settings.providers[PROVIDER]["webhook_secret"]
-                        await measure_runs(targets, payments, secret)
+                        await measure_runs(targets, app, payments, secret)
             finally:
                 await pool.close()
 
@@ -399,6 +532,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--payments", type=int, default=1000, help="payments created (1000)")
     parser.add_argument("--deposits", type=int, default=4, help="deliveries per payment (4)")
+    parser.add_argument(
+        "--unmatched",
+        type=int,
+        default=100_000,
+        help="unmatched deliveries stored before the second unmatched run (100000)",
+    )
+    parser.add_argument(
+        "--no-unmatched-runs",
+        dest="unmatched_runs",
+        action="store_false",
+        help="skip the two unmatched runs (and the preload)",
+    )
     parser.add_argument(
         "--pool-size", type=int, default=0, help="database pool size (default: the service's)"
     )

@@ -19,14 +19,14 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from adapters.ingestion.application import DeliveryBroke, apply_to_subject
+from adapters.ingestion.application import apply_to_subject
 from adapters.ingestion.batch import Batch
 from adapters.ingestion.subject_index import takes_deliveries
-from adapters.ingestion.unmatched import hold, waiting_for
+from adapters.ingestion.unmatched import hold, index_keys, waiting_for
 from adapters.providers.contract import (
     Operation,
     ProviderAdapter,
@@ -44,7 +44,7 @@ from ledger.deliveries import (
     ReceiptKind,
     ReceivedDelivery,
 )
-from ledger.errors import ConcurrencyConflict, LedgerError
+from ledger.errors import ConcurrencyConflict
 from ledger.payment import Payment
 from ledger.ports import Claim, ClaimTaken, RecordedEvent
 from ledger.withdrawal import Withdrawal
@@ -62,8 +62,6 @@ PASS_EVENTS_MAX = 500
 # try starts from the newer state, so it settles unless that subject is written continuously.
 PASS_ATTEMPTS = 30
 POLL_SECONDS = 0.5
-# Which fact of which delivery broke a rule: (log position, dedupe key, fact index).
-RefusalKey = tuple[int, str, int]
 
 _READ = (
     "SELECT partition, position, stream_id, version, type, payload, metadata, recorded_at,"
@@ -77,6 +75,23 @@ class AppliedPass:
     position: int
     lag_seconds: list[float]  # from each delivery's receipt to its pass's commit
     outcomes: list[DeliveryOutcome]
+
+
+@dataclass(frozen=True, slots=True)
+class ToApply:
+    """One event of a pass: an acceptance, or a delivery with its translated facts (none when
+    there is nothing to do with it)."""
+
+    event: RecordedEvent
+    received: ReceivedDelivery | None = None
+    document: dict[str, Any] = field(default_factory=dict)
+    facts: tuple[Any, ...] = ()
+    hold_unmatched: bool = True
+    acceptance: bool = False
+
+    @property
+    def subject_facts(self) -> list[PaymentUpdate | WithdrawalUpdate]:
+        return [f for f in self.facts if isinstance(f, (PaymentUpdate, WithdrawalUpdate))]
 
 
 class PositionMoved(Exception):
@@ -165,31 +180,37 @@ class DeliveryApplier:
         rows = await self.store.pool.fetch(
             _READ, self.partition, self.position, until, READ_TYPES, PASS_EVENTS_MAX
         )
-        events = [recorded_event(row) for row in rows]
-        for group in _groups(events):
-            await self._apply_group(group)
-        if len(events) < PASS_EVENTS_MAX:
+        items = [self._read(recorded_event(row)) for row in rows]
+        while items:
+            done = await self._apply_group(items)
+            items = items[done:]
+        if len(rows) < PASS_EVENTS_MAX:
             self.position = until  # nothing else to act on up to there
 
-    async def _apply_group(self, group: list[RecordedEvent]) -> None:
+    async def _apply_group(self, items: list[ToApply]) -> int:
+        """Applies `items` as one append, up to (not including) an acceptance that must first
+        see this group's unmatched records committed; returns how many it applied."""
         assert self.committed is not None
-        refusals: dict[RefusalKey, LedgerError] = {}
-        new_position = group[-1].position
-        position = Claim(
-            POSITION_CLAIM,
-            self._position_key,
-            f"{self.name}@{new_position}",
-            str(new_position),
-            replaces=f"{self.name}@{self.committed}",
-        )
+        facts = [fact for item in items for fact in item.subject_facts]
+        accepted = {i.event.stream_id: _accepted_type(i.event) for i in items if i.acceptance}
         for _attempt in range(PASS_ATTEMPTS):
             batch = Batch(self.store, self.repository)
-            try:
-                for event in group:
-                    await self._apply_event(event, batch, refusals)
-            except DeliveryBroke as broke:
-                refusals[broke.key] = broke.error
-                continue
+            await batch.prefetch(facts, accepted)
+            await batch.prefetch_claims(self._unmatched_claims(items, batch))
+            applied = 0
+            for item in items:
+                if item.acceptance and batch.holds_unmatched:
+                    break
+                await self._apply_item(item, batch)
+                applied += 1
+            new_position = items[applied - 1].event.position
+            position = Claim(
+                POSITION_CLAIM,
+                self._position_key,
+                f"{self.name}@{new_position}",
+                str(new_position),
+                replaces=f"{self.name}@{self.committed}",
+            )
             try:
                 await batch.commit(position)
             except ConcurrencyConflict:
@@ -199,9 +220,9 @@ class DeliveryApplier:
                     raise PositionMoved from taken
                 raise
             self.committed = self.position = new_position
-            self._passed(group, batch)
-            return
-        raise ConcurrencyConflict(f"applier pass to {new_position} did not settle")
+            self._passed([item.event for item in items[:applied]], batch)
+            return applied
+        raise ConcurrencyConflict(f"applier pass from {items[0].event.position} did not settle")
 
     def _passed(self, group: list[RecordedEvent], batch: Batch) -> None:
         now = datetime.now(UTC)
@@ -211,40 +232,54 @@ class DeliveryApplier:
             self.on_unverified()
         self.on_pass(AppliedPass(self.committed or 0, lag, list(batch.outcomes)))
 
-    async def _apply_event(
-        self, event: RecordedEvent, batch: Batch, refusals: dict[RefusalKey, LedgerError]
-    ) -> None:
+    def _read(self, event: RecordedEvent) -> ToApply:
+        """What an event asks of the applier, decoded and translated once per pass."""
         if event.type in ACCEPTANCES:
-            await self._match_waiting(event, batch, refusals)
-            return
+            return ToApply(event, acceptance=True)
         document: dict[str, Any] = decode_document(event.payload)
         received = ReceivedDelivery.from_document(document)
-        if received.provider not in self.adapters:
-            log.warning(
-                "delivery at %d names provider %s, not configured",
-                event.position,
-                received.provider,
-            )
-            return
+        adapter = self.adapters.get(received.provider)
         rejected = event.type == ReceiptKind.REJECTED.value
-        if rejected and not self.adapters[received.provider].supports(Operation.QUERY_PAYMENT):
-            return  # nothing could ever confirm it: it stays only a rejected attempt
+        if adapter is None:
+            log.warning("delivery at %d: %s not configured", event.position, received.provider)
+            return ToApply(event)
+        if rejected and not adapter.supports(Operation.QUERY_PAYMENT):
+            return ToApply(event)  # nothing could ever confirm it: only a rejected attempt
         translation = self._translate(received)
         if translation is None:
-            return
+            return ToApply(event)
         document = {**document, "received_at": received.received_at}
+        facts = list(translation.facts)
         if rejected:
             # Kept, unverified, in the stream of each known payment it names, where the
             # provider can be asked about it; it moves no money and is never held unmatched.
             document |= {"dedupe_key": translation.dedupe_key, "event_type": translation.event_type}
-            facts = [f for f in translation.facts if isinstance(f, PaymentUpdate)]
+            facts = [fact for fact in facts if isinstance(fact, PaymentUpdate)]
+        return ToApply(event, received, document, tuple(facts), hold_unmatched=not rejected)
+
+    @staticmethod
+    def _unmatched_claims(items: list[ToApply], batch: Batch) -> list[tuple[str, str]]:
+        """The unmatched index's claims that deliveries naming no known subject will read."""
+        return [
+            claim
+            for item in items
+            if item.received is not None and item.hold_unmatched
+            for fact in item.subject_facts
+            if not batch.names_known_subject(fact)
+            for claim in index_keys(fact, item.received).claims
+        ]
+
+    async def _apply_item(self, item: ToApply, batch: Batch) -> None:
+        if item.acceptance:
+            await self._match_waiting(item.event, batch)
+        elif item.received is not None:
             await self._apply_facts(
-                event.position, facts, received, document, batch, refusals, hold_unmatched=False
+                list(item.facts),
+                item.received,
+                item.document,
+                batch,
+                hold_unmatched=item.hold_unmatched,
             )
-            return
-        await self._apply_facts(
-            event.position, list(translation.facts), received, document, batch, refusals
-        )
 
     def _translate(self, received: ReceivedDelivery) -> Translation | None:
         delivery = WebhookDelivery(
@@ -266,16 +301,14 @@ class DeliveryApplier:
 
     async def _apply_facts(
         self,
-        position: int,
         facts: list[Any],
         received: ReceivedDelivery,
         document: dict[str, Any],
         batch: Batch,
-        refusals: dict[RefusalKey, LedgerError],
         *,
         hold_unmatched: bool = True,
     ) -> None:
-        for index, fact in enumerate(facts):
+        for fact in facts:
             if isinstance(fact, ProviderBalanceReport):
                 await self._record_balance(fact, received, document, batch)
                 continue
@@ -288,14 +321,7 @@ class DeliveryApplier:
                 continue
             batch.outcomes.append(
                 await apply_to_subject(
-                    self.store,
-                    self.adapters,
-                    subject,
-                    fact,
-                    document,
-                    received.verification,
-                    refused=refusals.get((position, received.dedupe_key, index)),
-                    key=(position, received.dedupe_key, index),
+                    batch, self.adapters, subject, fact, (document, received.verification)
                 )
             )
 
@@ -331,11 +357,10 @@ class DeliveryApplier:
         batch.outcomes.append(DeliveryOutcome.ACCEPTED)
 
     async def _match_waiting(
-        self, event: RecordedEvent, batch: Batch, refusals: dict[RefusalKey, LedgerError]
+        self, event: RecordedEvent, batch: Batch
     ) -> None:
         """Applies the deliveries that arrived before their subject was accepted, each once."""
-        subject_type = Payment if event.type == PAYMENT_ACCEPTED else Withdrawal
-        subject = await batch.subject(subject_type, event.stream_id)
+        subject = await batch.subject(_accepted_type(event), event.stream_id)
         if subject is None:
             return
         provider_ref = str(decode_document(event.payload).get("provider_ref") or "")
@@ -356,22 +381,9 @@ class DeliveryApplier:
                 f for f in translation.facts if isinstance(f, (PaymentUpdate, WithdrawalUpdate))
             ]
             await self._apply_facts(
-                event.position, facts, received, document, batch, refusals, hold_unmatched=False
+                facts, received, document, batch, hold_unmatched=False
             )
 
 
-def _groups(events: list[RecordedEvent]) -> list[list[RecordedEvent]]:
-    """The events in passes, each acceptance ending one (see the module's docstring)."""
-    groups: list[list[RecordedEvent]] = []
-    current: list[RecordedEvent] = []
-    for event in events:
-        if event.type in ACCEPTANCES and current:
-            groups.append(current)
-            current = []
-        current.append(event)
-        if event.type in ACCEPTANCES:
-            groups.append(current)
-            current = []
-    if current:
-        groups.append(current)
-    return groups
+def _accepted_type(event: RecordedEvent) -> type[Payment | Withdrawal]:
+    return Payment if event.type == PAYMENT_ACCEPTED else Withdrawal

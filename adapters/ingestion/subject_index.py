@@ -4,12 +4,12 @@ withdrawal creation take these claims; deliveries and their matching read them."
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import TypeVar
+from collections.abc import Iterable
 
+from adapters.storage.postgres_store import PostgresEventStore
 from ledger.commands import PaymentReference, PaymentUpdate, WithdrawalReference, WithdrawalUpdate
 from ledger.payment import Payment, Submission
-from ledger.ports import EventStore
+from ledger.ports import Claim
 from ledger.recording import ProviderRecordedAggregate
 from ledger.withdrawal import Withdrawal
 
@@ -18,8 +18,6 @@ PAYMENT_REF = "payment_ref"
 WITHDRAWAL_REQUEST = "withdrawal_request"
 WITHDRAWAL_REF = "withdrawal_ref"
 
-SubjectT = TypeVar("SubjectT", bound=ProviderRecordedAggregate)
-Loader = Callable[[type[SubjectT], str], "object"]
 
 
 def subject_keys(
@@ -41,16 +39,34 @@ def subject_keys(
     return subject_type, keys
 
 
-async def find_subject_stream(
-    store: EventStore, fact: PaymentUpdate | WithdrawalUpdate
-) -> tuple[type[ProviderRecordedAggregate], str] | None:
-    """The type and stream of the subject `fact` names, or None when no claim names one."""
-    subject_type, keys = subject_keys(fact)
-    for namespace, key in keys:
-        claim = await store.find_claim(namespace, key)
-        if claim is not None:
-            return subject_type, claim.stream_id
-    return None
+async def claims_named(
+    store: PostgresEventStore, keys: Iterable[tuple[str, str]]
+) -> dict[tuple[str, str], Claim]:
+    """The claims `keys` (namespace, key) that are held, in one query: the applier resolves a
+    whole pass of deliveries this way."""
+    wanted = sorted(set(keys))
+    if not wanted:
+        return {}
+    rows = await store.pool.fetch(
+        "SELECT c.namespace, c.key, c.stream_id, c.value FROM claims c"
+        " JOIN unnest($1::text[], $2::text[]) AS w(namespace, key)"
+        " ON c.namespace = w.namespace AND c.key = w.key",
+        [namespace for namespace, _ in wanted],
+        [key for _, key in wanted],
+    )
+    return {
+        (row["namespace"], row["key"]): Claim(
+            row["namespace"], row["key"], row["stream_id"], row["value"]
+        )
+        for row in rows
+    }
+
+
+async def streams_named(
+    store: PostgresEventStore, keys: Iterable[tuple[str, str]]
+) -> dict[tuple[str, str], str]:
+    """The streams holding each of the claims `keys` (those held by none are absent)."""
+    return {key: claim.stream_id for key, claim in (await claims_named(store, keys)).items()}
 
 
 def takes_deliveries(subject: ProviderRecordedAggregate) -> bool:

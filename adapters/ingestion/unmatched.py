@@ -5,9 +5,10 @@ when its subject appears (the applier sees the subject's acceptance in the log).
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from decimal import Decimal
 
-from adapters.ingestion.batch import Batch
+from adapters.ingestion.batch import TOTAL_CLAIM, Batch
 from adapters.storage.postgres_store import PostgresEventStore
 from ledger.codec import decode_document
 from ledger.commands import PaymentUpdate, WithdrawalUpdate
@@ -33,6 +34,41 @@ def _names(fact: PaymentUpdate | WithdrawalUpdate) -> list[str]:
     return [name for name in dict.fromkeys(names) if name]
 
 
+@dataclass(frozen=True, slots=True)
+class IndexKeys:
+    """The claims an unmatched delivery is looked up and indexed by."""
+
+    kind: str  # payment or withdrawal
+    names: list[str]
+    namespaces: list[str]
+    claim_key: str  # its own key: the dedupe key, apart for an unverified copy
+    earlier_keys: list[str]  # keys whose presence makes it a duplicate
+    totals: list[str]  # running totals held, one per name
+
+    @property
+    def claims(self) -> list[tuple[str, str]]:
+        """Every claim `hold` reads, so that a pass can read them all in one query."""
+        own = [(ns, key) for ns in self.namespaces for key in self.earlier_keys]
+        return own + [(TOTAL_CLAIM, total) for total in self.totals]
+
+
+def index_keys(fact: PaymentUpdate | WithdrawalUpdate, delivery: ReceivedDelivery) -> IndexKeys:
+    kind = "payment" if isinstance(fact, PaymentUpdate) else "withdrawal"
+    names = _names(fact)
+    key = delivery.dedupe_key
+    verified = delivery.verification.moves_money
+    claim_key = key if verified else UNVERIFIED_PREFIX + key
+    return IndexKeys(
+        kind=kind,
+        names=names,
+        namespaces=[index_namespace(delivery.provider, kind, name) for name in names],
+        claim_key=claim_key,
+        # An unverified copy after the verified one, or any copy held before, is a duplicate.
+        earlier_keys=[claim_key] if verified else [claim_key, key],
+        totals=[f"{delivery.provider}:{kind}:{name}" for name in names],
+    )
+
+
 async def hold(
     batch: Batch,
     fact: PaymentUpdate | WithdrawalUpdate,
@@ -41,19 +77,18 @@ async def hold(
     funds_trusted: bool,
 ) -> DeliveryOutcome:
     """Records `delivery` unmatched under every name `fact` gives its subject."""
-    kind = "payment" if isinstance(fact, PaymentUpdate) else "withdrawal"
-    names = _names(fact)
-    namespaces = [index_namespace(delivery.provider, kind, name) for name in names]
-    verified = delivery.verification.moves_money
-    key = delivery.dedupe_key
-    claim_key = key if verified else UNVERIFIED_PREFIX + key
-    # An unverified copy after the verified one, or any copy held before, is a duplicate.
+    keys = index_keys(fact, delivery)
+    kind, names, namespaces, claim_key, totals = (
+        keys.kind,
+        keys.names,
+        keys.namespaces,
+        keys.claim_key,
+        keys.totals,
+    )
     for namespace in namespaces:
-        if await batch.claimed(namespace, claim_key) or (
-            not verified and await batch.claimed(namespace, key)
-        ):
-            return DeliveryOutcome.DUPLICATE
-    totals = [f"{delivery.provider}:{kind}:{name}" for name in names]
+        for earlier in keys.earlier_keys:
+            if await batch.claimed(namespace, earlier):
+                return DeliveryOutcome.DUPLICATE
     held = [await batch.total_held(total) for total in totals]
     record = UnmatchedDelivery(
         delivery=delivery,
@@ -64,6 +99,7 @@ async def hold(
     )
     stream = f"unmatched-{uuid.uuid4()}"
     await batch.record(stream, UNMATCHED_RECORD, record.document(), new=True)
+    batch.holds_unmatched = True
     for namespace in namespaces:
         batch.claim(Claim(namespace, claim_key, stream))
     if funds_trusted and isinstance(fact, PaymentUpdate) and fact.cumulative is not None:
@@ -96,17 +132,20 @@ async def waiting_for(
     id), verified copies and unverified ones alike."""
     records: list[dict[str, object]] = []
     seen: set[str] = set()
-    for name in dict.fromkeys(names):
-        for claim in await store.list_claims(index_namespace(provider, kind, name)):
-            if claim.key in seen:
-                continue
-            seen.add(claim.key)
-            verified = not claim.key.startswith(UNVERIFIED_PREFIX)
-            record = await _record(
-                store, claim.stream_id, claim.key.removeprefix(UNVERIFIED_PREFIX), verified=verified
-            )
-            if record is not None:
-                records.append(record)
+    namespaces = [index_namespace(provider, kind, name) for name in dict.fromkeys(names)]
+    rows = await store.pool.fetch(
+        "SELECT key, stream_id FROM claims WHERE namespace = ANY($1::text[]) ORDER BY key",
+        namespaces,
+    )
+    for key, stream in ((row["key"], row["stream_id"]) for row in rows):
+        if key in seen:
+            continue
+        seen.add(key)
+        verified = not key.startswith(UNVERIFIED_PREFIX)
+        dedupe_key = key.removeprefix(UNVERIFIED_PREFIX)
+        record = await _record(store, stream, dedupe_key, verified=verified)
+        if record is not None:
+            records.append(record)
     return records
 
 
