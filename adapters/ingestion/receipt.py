@@ -65,7 +65,7 @@ class DeliveryReceipt:
             if verification.outcome is VerificationOutcome.REJECTED:
                 await self._record(_received(delivery, verification, reason=verification.reason))
                 return Receipt(ReceiptKind.REJECTED, verification.reason)
-            translation = storable(adapter.webhooks.translate(delivery))
+            translation = storable(adapter.webhooks.translate(delivery), body)
         except WebhookBodyInvalid as invalid:
             await self._record(_received(delivery, verification, reason=invalid.reason))
             return Receipt(ReceiptKind.INVALID, str(invalid))

@@ -39,25 +39,38 @@ def header_text(value: str) -> str:
     return value.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
 
 
-def storable(translation: Translation) -> Translation:
+def storable(translation: Translation, body: bytes) -> Translation:
     """The translation, unless one of its strings is text PostgreSQL or UTF-8 cannot hold (a
     NUL, or a lone surrogate from a JSON escape), or an id too long for a btree key: ids and
-    words go into claims, events and read-model indexes."""
-
-    def bad(value: object, name: str = "") -> bool:
-        if isinstance(value, str):
-            too_long = name in _KEY_FIELDS and len(value) > MAX_KEY_LENGTH
-            return too_long or "\x00" in value or not _encodable(value)
-        if isinstance(value, tuple):
-            return any(bad(item) for item in value)
-        if is_dataclass(value):
-            return any(bad(getattr(value, f.name), f.name) for f in fields(value))
-        return False
-
-    if bad(translation):
+    words go into claims, events and read-model indexes. Such text can only come from a JSON
+    escape or a raw control byte, so a body with neither needs only the length check."""
+    text_checked = b"\\u" in body or b"\x00" in body
+    if _bad(translation, "", text_checked=text_checked):
         detail = f"a string holds NUL or a lone surrogate, or an id is over {MAX_KEY_LENGTH}"
         raise WebhookBodyInvalid("unstorable_text", detail)
     return translation
+
+
+def _bad(value: object, name: str, *, text_checked: bool) -> bool:
+    if isinstance(value, str):
+        if name in _KEY_FIELDS and len(value) > MAX_KEY_LENGTH:
+            return True
+        return text_checked and ("\x00" in value or not _encodable(value))
+    if isinstance(value, tuple):
+        return any(_bad(item, "", text_checked=text_checked) for item in value)
+    names = _field_names(type(value))
+    return any(_bad(getattr(value, n), n, text_checked=text_checked) for n in names)
+
+
+_FIELD_NAMES: dict[type, tuple[str, ...]] = {}
+
+
+def _field_names(kind: type) -> tuple[str, ...]:
+    """A dataclass's field names (none for any other type), looked up once per type."""
+    if kind not in _FIELD_NAMES:
+        names = tuple(f.name for f in fields(kind)) if is_dataclass(kind) else ()
+        _FIELD_NAMES[kind] = names
+    return _FIELD_NAMES[kind]
 
 
 def _encodable(text: str) -> bool:
