@@ -479,7 +479,7 @@ async def measure(args: argparse.Namespace) -> None:
     async with bench_database(args.dsn) as (dsn, source):
         print(f"database: {source}; {await server_facts(dsn)}; cpus: {os.cpu_count()}")
         print(
-            f"wrk: -t{args.threads} -c{args.connections} -d{args.duration}s; loop: asyncio; "
+            f"wrk: -t{args.threads} -c{args.connections} -d{args.duration}s; loop: {args.loop}; "
             f"pool: {args.pool_size or 'default'}; background loops: "
             f"{'on' if args.background else 'off'}"
         )
@@ -545,6 +545,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="skip the two unmatched runs (and the preload)",
     )
     parser.add_argument(
+        "--loop",
+        choices=("asyncio", "uvloop"),
+        default="asyncio",
+        help="event loop of the server and the bench (asyncio)",
+    )
+    parser.add_argument(
         "--pool-size", type=int, default=0, help="database pool size (default: the service's)"
     )
     parser.add_argument(
@@ -560,7 +566,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> None:
-    asyncio.run(measure(parse_args(argv)))
+    args = parse_args(argv)
+    if args.loop == "uvloop":
+        import uvloop  # noqa: PLC0415 - only for this choice
+
+        uvloop.install()
+    asyncio.run(measure(args))
 
 
 if __name__ == "__main__":

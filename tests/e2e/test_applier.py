@@ -11,17 +11,29 @@ import asyncio
 import contextlib
 import random
 from collections import Counter
+from collections.abc import Mapping
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
+from uuid import uuid4
 
+from adapters.config import Settings
 from adapters.ingestion.applier import POSITION_CLAIM, DeliveryApplier
 from adapters.ingestion.receipt import DeliveryReceipt
+from adapters.ingestion.unmatched import UNMATCHED_RECORD, index_namespace
+from adapters.providers.contract import ProviderAdapter
+from adapters.providers.http_client import dumps_exact
+from adapters.providers.payment_engine.webhooks import sign
+from adapters.providers.registry import build_adapters
 from adapters.storage.postgres_store import PostgresEventStore
-from ledger.codec import decode_document
+from ledger.codec import decode_document, dumps_canonical
 from ledger.deliveries import ReceiptKind
-from tests.e2e.webhook_kit import Captured, Rig, rig
+from ledger.ports import Claim, NewEvent
+from tests.e2e.records import unmatched
+from tests.e2e.webhook_kit import SECRETS, Captured, Rig, provider_tables, rig
 
 PROVIDER = "coinpay"
+PAYMENT_ENGINE = "payment_engine"
 SCENARIOS = ("full", "partial", "duplicate", "over")
 
 
@@ -103,3 +115,90 @@ async def test_two_appliers_at_once_apply_each_delivery_once(store):
         claim = await store.find_claim(POSITION_CLAIM, "applier:0")
         assert claim is not None
         assert int(claim.value) >= max(first.committed or 0, second.committed or 0)
+
+
+class CountingPool:
+    """The store's pool, counting the rows its reads return (the applier reads through it)."""
+
+    def __init__(self, pool: Any) -> None:
+        self._pool = pool
+        self.rows = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._pool, name)
+
+    async def fetch(self, *args: Any, **kwargs: Any) -> Any:
+        rows = await self._pool.fetch(*args, **kwargs)
+        self.rows += len(rows)
+        return rows
+
+    async def fetchrow(self, *args: Any, **kwargs: Any) -> Any:
+        row = await self._pool.fetchrow(*args, **kwargs)
+        self.rows += row is not None
+        return row
+
+
+async def store_unmatched(store: PostgresEventStore, count: int) -> None:
+    """`count` unmatched deliveries for other orders, stored as the applier stores them."""
+    for first in range(0, count, 1_000):
+        numbers = range(first, min(first + 1_000, count))
+        streams = [f"unmatched-earlier-{n}" for n in numbers]
+        events = [
+            NewEvent(stream, 1, UNMATCHED_RECORD, dumps_canonical({"dedupe_key": stream}))
+            for stream in streams
+        ]
+        claims = [
+            Claim(index_namespace(PAYMENT_ENGINE, "payment", f"earlier-{n}"), stream, stream)
+            for n, stream in zip(numbers, streams, strict=True)
+        ]
+        await store.append(events, expected_versions=dict.fromkeys(streams, 0), claims=claims)
+
+
+def payment_engine_deposit(order: str) -> tuple[bytes, dict[str, str]]:
+    """A signed Payment Engine delivery of a deposit to `order` (the bench's shape)."""
+    body = dumps_exact({
+        "eventId": f"evt_{uuid4().hex}",
+        "eventType": "transaction.completed",
+        "timestamp": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
+        "data": {
+            "transactionId": f"tx-{uuid4().hex}",
+            "externalReference": order,
+            "toAccountId": "merchant",
+            "paymentTypeId": "crypto_deposit",
+            "amount": Decimal("1.00"),
+            "currencyCode": "USD",
+            "status": "COMPLETED",
+        },
+    }).encode()  # fmt: skip
+    secret = SECRETS[PAYMENT_ENGINE].webhook_secret
+    return body, {"X-Webhook-Signature": sign(secret, body), "Content-Type": "application/json"}
+
+
+async def rows_read_for_one_unmatched_delivery(
+    adapters: Mapping[str, ProviderAdapter], store: PostgresEventStore
+) -> int:
+    receipt = DeliveryReceipt(store, adapters, clock=lambda: datetime.now(UTC))
+    body, headers = payment_engine_deposit(f"ORD_nobody_{uuid4().hex[:8]}")
+    assert ReceiptKind.RECEIVED == (await receipt.receive(PAYMENT_ENGINE, body, headers)).kind
+    counting = CountingPool(store.pool)
+    store.pool = counting  # type: ignore[assignment]
+    try:
+        await DeliveryApplier(store, adapters).catch_up()
+    finally:
+        store.pool = counting._pool
+    (held,) = [d for d in await unmatched(store, PAYMENT_ENGINE) if d["body"] == body.decode()]
+    assert held["references"]
+    return counting.rows
+
+
+async def test_an_unmatched_delivery_reads_as_much_with_10000_stored_as_with_none(store):
+    """The unmatched index is keyed: the rows a delivery's application reads do not grow with
+    the unmatched deliveries stored before it (they were a scan of them all)."""
+    # No service runs here: only this test's applier reads the store.
+    tables = provider_tables({PAYMENT_ENGINE: "http://127.0.0.1:9"})
+    adapters = build_adapters(Settings(providers=tables).providers)
+    await rows_read_for_one_unmatched_delivery(adapters, store)  # the applier's first position
+    alone = await rows_read_for_one_unmatched_delivery(adapters, store)
+    await store_unmatched(store, 10_000)
+    among_many = await rows_read_for_one_unmatched_delivery(adapters, store)
+    assert alone == among_many, (alone, among_many)
