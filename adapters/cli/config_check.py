@@ -3,29 +3,34 @@ came from (file, env, default); then whether each configured provider's table is
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
-from typing import Any
 
+import click
+
+from adapters.cli.errors import ExitCode
+from adapters.cli.options import common_options, config_path, settings
 from adapters.config import Settings, describe_settings
 
 
-def add_commands(commands: Any, config: argparse.ArgumentParser) -> None:
-    group = commands.add_parser("config", parents=[config], help="configuration")
-    config_commands = group.add_subparsers(dest="config_command", required=True)
-    config_commands.add_parser(
-        "check",
-        parents=[config],
-        help="print the effective configuration (secrets masked) and each value's source",
-    )
+@click.group("config")
+@common_options
+def config_group() -> None:
+    """Configuration."""
 
 
-def run_config(arguments: argparse.Namespace, settings: Settings) -> int:
+@config_group.command("check")
+@common_options
+def check_command() -> int:
+    """Print the effective configuration (secrets masked) and each value's source; exit 1 when
+    a provider table lacks what its adapter needs."""
+    return run_config(config_path(), settings())
+
+
+def run_config(path: Path | None, settings: Settings) -> int:
     """0: the configuration is complete; 1: a provider table lacks what its adapter needs.
     (A configuration the settings refuse never gets here: load_settings raised ConfigError.)"""
     from adapters.providers.registry import build_adapters  # noqa: PLC0415 - only here
 
-    path: Path | None = arguments.config
     print(f"config file: {path if path is not None else '(none: defaults and LEDGER_* only)'}")
     lines = describe_settings(settings, path)
     width = max(len(line.key) for line in lines)
@@ -38,12 +43,12 @@ def run_config(arguments: argparse.Namespace, settings: Settings) -> int:
     for name, missing in incomplete.items():
         print(f"providers.{name}: lacks {', '.join(missing)}")
     if incomplete:
-        return 1
+        return ExitCode.CHECK_FAILED
     try:
         build_adapters(settings.providers)
     except ValueError as error:
         print(f"providers: {error}")
-        return 1
+        return ExitCode.CHECK_FAILED
     configured = ", ".join(settings.providers) or "none (every provider disabled)"
     print(f"ok; providers: {configured}")
-    return 0
+    return ExitCode.OK

@@ -3,114 +3,106 @@ commands over the read models."""
 
 from __future__ import annotations
 
-import argparse
+import asyncio
 import csv
 import io
 import sys
-import time
-from decimal import Decimal
-from typing import Any
+from collections.abc import Sequence
 
 import asyncpg
+import click
 
-from adapters.cli.database import open_pool
+from adapters.cli.database import open_checked_pool
+from adapters.cli.errors import ExitCode, UsageError
+from adapters.cli.options import common_options, settings
+from adapters.cli.progress import event_progress
 from adapters.cli.tables import format_table
-from adapters.config import Settings
+from adapters.config import PROVIDER_IDS, Settings
 from adapters.storage.read_models import all_projections
+from adapters.storage.read_models.items import ITEM_COLUMNS, ReconciliationItem, item_cells
 from adapters.storage.read_models.readers import reconciliation_items_all
 from adapters.storage.read_models.runner import ProjectionRunner
+from projections.findings import Reason
 
-BAR_WIDTH = 30
 AMOUNT_COLUMNS = frozenset({"expected", "received", "provider_reported", "difference"})
-ITEM_COLUMNS = (
-    "reason",
-    "provider",
-    "subject_type",
-    "subject_id",
-    "currency",
-    "expected",
-    "received",
-    "provider_reported",
-    "difference",
-    "detected_at",
-    "cleared_at",
-)
+REASONS = tuple(reason.value for reason in Reason)
 
 
-def add_commands(commands: Any, config: argparse.ArgumentParser) -> None:
-    projections = commands.add_parser("projections", parents=[config], help="read models")
-    projection_commands = projections.add_subparsers(dest="projections_command", required=True)
-    rebuild = projection_commands.add_parser("rebuild", help="replay the log into a read model")
-    rebuild.add_argument("name", nargs="?", help="one projection (default: every one)")
-    projection_commands.add_parser("status", help="each projection's position and lag")
-    reconcile = commands.add_parser("reconcile", parents=[config], help="reconciliation")
-    reconcile_commands = reconcile.add_subparsers(dest="reconcile_command", required=True)
-    report = reconcile_commands.add_parser("report", help="reconciliation items")
-    report.add_argument("--format", choices=["table", "csv"], default="table")
-    report.add_argument("--reason")
-    report.add_argument("--provider")
-    report.add_argument("--all", action="store_true", help="cleared items too")
+@click.group("projections")
+@common_options
+def projections_group() -> None:
+    """Read models: rebuild them from the log, see how far behind they are."""
 
 
-class ProgressBar:
-    """A one-line bar on stderr, redrawn at most ten times a second."""
-
-    def __init__(self, label: str) -> None:
-        self.label = label
-        self.started = time.monotonic()
-        self.drawn = 0.0
-
-    def __call__(self, done: int, total: int) -> None:
-        now = time.monotonic()
-        if now - self.drawn < 0.1 and done < total:
-            return
-        self.drawn = now
-        share = done / total if total else 1.0
-        filled = int(BAR_WIDTH * min(share, 1.0))
-        rate = done / max(now - self.started, 1e-9)
-        bar = "#" * filled + "." * (BAR_WIDTH - filled)
-        sys.stderr.write(
-            f"\r{self.label:<15} [{bar}] {share:6.1%} {done:,}/{total:,} events {rate:,.0f}/s"
-        )
-        sys.stderr.flush()
-
-    def finish(self) -> None:
-        sys.stderr.write("\n")
+@projections_group.command("rebuild")
+@click.argument("name", required=False)
+@common_options
+def rebuild_command(name: str | None) -> int:
+    """Replay the log into one read model NAME (default: every one)."""
+    return asyncio.run(rebuild(settings(), name))
 
 
-async def run_projections(arguments: argparse.Namespace, settings: Settings) -> bool:
-    async with open_pool(settings) as pool:
+@projections_group.command("status")
+@common_options
+def status_command() -> int:
+    """Each projection's position, the log's head and the lag."""
+    return asyncio.run(status(settings()))
+
+
+async def status(settings: Settings) -> int:
+    async with open_checked_pool(settings) as pool:
         runner = ProjectionRunner(pool, all_projections(), batch_size=2000)
-        if arguments.projections_command == "status":
-            print(f"{'projection':<15} {'position':>10} {'head':>10} {'lag':>8}  failure")
-            for status in await runner.status():
-                print(
-                    f"{status.name:<15} {status.position:>10} {status.head:>10}"
-                    f" {status.lag:>8}  {status.failure or ''}"
-                )
-            return True
-        names = [arguments.name] if arguments.name else list(runner.projections)
-        unknown = sorted(set(names) - set(runner.projections))
-        if unknown:
-            print(f"unknown projections {unknown}; known: {sorted(runner.projections)}")
-            return False
-        for name in names:
-            bar = ProgressBar(name)
-            done = await runner.rebuild(name, bar)
-            bar(done, done)
-            bar.finish()
-        return True
+        print(f"{'projection':<15} {'position':>10} {'head':>10} {'lag':>8}  failure")
+        for each in await runner.status():
+            print(
+                f"{each.name:<15} {each.position:>10} {each.head:>10}"
+                f" {each.lag:>8}  {each.failure or ''}"
+            )
+    return ExitCode.OK
 
 
-def render_items(rows: list[asyncpg.Record], output_format: str) -> str:
-    def cell(value: Any) -> str:
-        if value is None:
-            return ""
-        if isinstance(value, Decimal):
-            return format(value, "f")  # 0E-8 reads as 0.00000000, at the currency's scale
-        return value.isoformat() if hasattr(value, "isoformat") else str(value)
+async def rebuild(settings: Settings, name: str | None) -> int:
+    known = [projection.name for projection in all_projections()]
+    if name is not None and name not in known:
+        raise UsageError(f"unknown projection {name!r}; known: {', '.join(known)}")
+    async with open_checked_pool(settings) as pool:
+        runner = ProjectionRunner(pool, all_projections(), batch_size=2000)
+        for each in [name] if name else list(runner.projections):
+            with event_progress(each, None) as progress:
+                done = await runner.rebuild(each, progress)
+            print(f"rebuilt {each}: {done} events")
+    return ExitCode.OK
 
-    table = [[cell(row[c]) for c in ITEM_COLUMNS] for row in rows]
+
+@click.group("reconcile")
+@common_options
+def reconcile_group() -> None:
+    """Reconciliation."""
+
+
+@reconcile_group.command("report")
+@click.option("--format", "output_format", type=click.Choice(["table", "csv"]), default="table")
+@click.option("--reason", metavar="REASON", help="Only items of this reason.")
+@click.option("--provider", metavar="PROVIDER", help="Only items at this provider.")
+@click.option("--all", "include_cleared", is_flag=True, help="Cleared items too.")
+@common_options
+def report_command(
+    output_format: str, reason: str | None, provider: str | None, include_cleared: bool
+) -> int:
+    """Reconciliation items, open ones unless --all (the projection is caught up first)."""
+    if reason is not None and reason not in REASONS:
+        raise UsageError(f"unknown reason {reason!r}; known: {', '.join(REASONS)}")
+    if provider is not None and provider not in PROVIDER_IDS:
+        raise UsageError(f"unknown provider {provider!r}; known: {', '.join(PROVIDER_IDS)}")
+    return asyncio.run(report(settings(), output_format, reason, provider, include_cleared))
+
+
+def render_items(rows: Sequence[asyncpg.Record], output_format: str) -> str:
+    """The items as CSV or a plain table, cells as every reader renders them (`item_cells`)."""
+    table = [
+        [cell or "" for cell in item_cells(ReconciliationItem.from_row(row)).values()]
+        for row in rows
+    ]
     if output_format == "csv":
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\n")
@@ -121,15 +113,18 @@ def render_items(rows: list[asyncpg.Record], output_format: str) -> str:
     return "\n".join(lines) + f"\n{len(table)} items\n"
 
 
-async def run_reconcile(arguments: argparse.Namespace, settings: Settings) -> bool:
-    async with open_pool(settings) as pool:
+async def report(
+    settings: Settings,
+    output_format: str,
+    reason: str | None,
+    provider: str | None,
+    include_cleared: bool,
+) -> int:
+    async with open_checked_pool(settings) as pool:
         runner = ProjectionRunner(pool, all_projections(), batch_size=2000)
         await runner.catch_up(["reconciliation"])
         rows = await reconciliation_items_all(
-            pool,
-            reason=arguments.reason,
-            provider=arguments.provider,
-            include_cleared=arguments.all,
+            pool, reason=reason, provider=provider, include_cleared=include_cleared
         )
-        sys.stdout.write(render_items(rows, arguments.format))
-    return True
+        sys.stdout.write(render_items(rows, output_format))
+    return ExitCode.OK

@@ -1,133 +1,114 @@
-"""The `ledger` command."""
+"""The `ledger` command: click groups over the commands' modules, and the one place where an
+error becomes one line and an exit status (`errors.ExitCode`, listed in `ledger --help`)."""
 
 from __future__ import annotations
 
-import argparse
-import asyncio
 import logging
 import sys
-from pathlib import Path
+import traceback
+from collections.abc import Sequence
+from importlib.metadata import PackageNotFoundError, version
 
-from adapters.cli.audit import add_commands as add_audit_commands
-from adapters.cli.audit import run_audit
-from adapters.cli.config_check import add_commands as add_config_commands
-from adapters.cli.config_check import run_config
-from adapters.cli.database import open_pool
-from adapters.cli.finance import add_commands as add_finance_commands
-from adapters.config import PROVIDER_IDS, ConfigError, Settings, load_settings
+import click
+
+from adapters.cli.audit import audit_group
+from adapters.cli.config_check import config_group
+from adapters.cli.database import SERVICE_CONNECT_ERRORS
+from adapters.cli.errors import EXIT_CODES_HELP, CliError, ExitCode
+from adapters.cli.finance import projections_group, reconcile_group
+from adapters.cli.maintenance import database_group, demo_command
+from adapters.cli.options import common_options, debugging
+from adapters.cli.sandbox import sandbox_command
+from adapters.cli.service import serve_command
+from adapters.cli.subjects import payments_group, withdrawals_group
+from adapters.config import ConfigError
 from adapters.observability.logs import configure_logging
-from adapters.sandbox.fleet import LOOPBACK
-from adapters.storage.migrate import migrate
 
 
-def _parser() -> argparse.ArgumentParser:
-    # --config is taken before or after the command (`ledger --config F demo`, `ledger serve
-    # --config F`); on the commands it defaults to "not given" so it never hides the first.
-    config = argparse.ArgumentParser(add_help=False)
-    config.add_argument(
-        "--config", type=Path, default=argparse.SUPPRESS, help="TOML configuration file"
-    )
-    parser = argparse.ArgumentParser(prog="ledger", description="Event-sourced payment ledger")
-    parser.add_argument("--config", type=Path, help="TOML configuration file")
-    parser.add_argument("-v", "--verbose", action="store_true")
-    commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser(
-        "demo",
-        parents=[config],
-        help="payments and withdrawals through the five provider sandboxes over HTTP",
-    )
-    serve = commands.add_parser("serve", parents=[config], help="run the HTTP service")
-    serve.add_argument("--host", help="address to listen on (default: the config's, 127.0.0.1)")
-    serve.add_argument("--port", type=int, help="port to listen on (default: the config's, 8080)")
-    sandbox = commands.add_parser(
-        "sandbox", parents=[config], help="run the provider sandboxes on loopback"
-    )
-    sandbox.add_argument(
-        "--providers",
-        nargs="+",
-        metavar="PROVIDER",
-        help=f"which sandboxes (default: all of {', '.join(PROVIDER_IDS)})",
-    )
-    sandbox.add_argument("--base-port", type=int, help="ports N, N+1, ... in the order above")
-    sandbox.add_argument("--host", default=LOOPBACK, help="address to listen on (127.0.0.1)")
-    sandbox.add_argument(
-        "--write-config", type=Path, metavar="FILE", help="write the ledger configuration here"
-    )
-    database = commands.add_parser("db", parents=[config], help="database maintenance")
-    database_commands = database.add_subparsers(dest="db_command", required=True)
-    database_commands.add_parser("migrate", help="apply pending schema migrations")
-    add_finance_commands(commands, config)
-    add_audit_commands(commands, config)
-    add_config_commands(commands, config)
-    return parser
-
-
-def _providers(named: list[str] | None) -> list[str]:
-    """`--providers coinpay cryptofuse` or `--providers coinpay,cryptofuse`."""
-    if not named:
-        return list(PROVIDER_IDS)
-    chosen = [p.strip() for item in named for p in item.split(",") if p.strip()]
-    unknown = sorted(set(chosen) - set(PROVIDER_IDS))
-    if unknown:
-        raise SystemExit(f"unknown providers {unknown}; known: {', '.join(PROVIDER_IDS)}")
-    return chosen
-
-
-async def _migrate(settings: Settings) -> None:
-    async with open_pool(settings) as pool, pool.acquire() as connection:
-        applied = await migrate(connection)
-        print("applied: " + (", ".join(applied) if applied else "nothing (up to date)"))
-
-
-def main(argv: list[str] | None = None) -> None:
-    arguments = _parser().parse_args(argv)
-    configure_logging(
-        level=logging.INFO if arguments.verbose else logging.WARNING,
-        access_log=arguments.command == "serve",
-    )
+def _package_version() -> str:
     try:
-        settings = load_settings(arguments.config)
-    except ConfigError as error:
-        # One line, no traceback: the key, where it was, the closest known key.
-        print(f"ledger: config: {error}", file=sys.stderr)
-        sys.exit(2)
-    # Imported per command: each pulls in only what it runs.
-    if arguments.command == "demo":
-        from adapters.cli.demo import run_demo  # noqa: PLC0415
+        return version("payment-ledger")
+    except PackageNotFoundError:  # run from a checkout that was never installed
+        return "unknown"
 
-        if not asyncio.run(run_demo(settings)):
-            sys.exit(1)
-    elif arguments.command == "serve":
-        from adapters.cli.service import run_service  # noqa: PLC0415
 
-        listen = {"host": arguments.host, "port": arguments.port}
-        overrides = {key: value for key, value in listen.items() if value is not None}
-        asyncio.run(run_service(settings.model_copy(update=overrides)))
-    elif arguments.command == "sandbox":
-        from adapters.cli.sandbox import refuse_to_overwrite, run_sandboxes  # noqa: PLC0415
+@click.group(
+    context_settings={"help_option_names": ["-h", "--help"]},
+    epilog=EXIT_CODES_HELP,
+)
+@click.version_option(_package_version(), "--version", prog_name="ledger", message="%(version)s")
+@click.option("-v", "--verbose", is_flag=True, help="Log at INFO instead of WARNING.")
+@common_options
+@click.pass_context
+def cli(context: click.Context, verbose: bool) -> None:
+    """Event-sourced payment ledger."""
+    configure_logging(
+        level=logging.INFO if verbose else logging.WARNING,
+        access_log=context.invoked_subcommand == "serve",
+    )
 
-        refuse_to_overwrite(arguments.write_config)  # before anything starts
-        asyncio.run(
-            run_sandboxes(
-                settings,
-                _providers(arguments.providers),
-                host=arguments.host,
-                base_port=arguments.base_port,
-                write_config=arguments.write_config,
-            )
-        )
-    elif arguments.command == "db":
-        asyncio.run(_migrate(settings))
-    elif arguments.command == "config":
-        sys.exit(run_config(arguments, settings))
-    elif arguments.command == "audit":
-        sys.exit(run_audit(arguments, settings))
-    elif arguments.command in {"projections", "reconcile"}:
-        from adapters.cli.finance import run_projections, run_reconcile  # noqa: PLC0415
 
-        run = run_projections if arguments.command == "projections" else run_reconcile
-        if not asyncio.run(run(arguments, settings)):
-            sys.exit(1)
+for command in (
+    demo_command,
+    serve_command,
+    sandbox_command,
+    database_group,
+    audit_group,
+    config_group,
+    projections_group,
+    reconcile_group,
+    payments_group,
+    withdrawals_group,
+):
+    cli.add_command(command)
+
+
+def _described(error: Exception) -> tuple[str, ExitCode]:
+    """The one line and the status for an error that ended a command."""
+    message, code = f"{type(error).__name__}: {error}", ExitCode.CHECK_FAILED
+    if isinstance(error, click.UsageError):
+        where = f"`{error.ctx.command_path} --help`" if error.ctx else "`ledger --help`"
+        message, code = f"{error.format_message()} (see {where})", ExitCode.USAGE
+    elif isinstance(error, click.ClickException):
+        message, code = error.format_message(), ExitCode.USAGE
+    elif isinstance(error, click.Abort):
+        message = "interrupted"
+    elif isinstance(error, ConfigError):
+        message, code = f"config: {error}", ExitCode.USAGE
+    elif isinstance(error, CliError):
+        message, code = error.message, error.code
+    elif isinstance(error, SERVICE_CONNECT_ERRORS):
+        # Raised where the service opens its own pool (serve, demo) rather than through ours.
+        message, code = f"database unavailable: {message}", ExitCode.DATABASE
+    else:
+        message += " (run with --debug for the traceback)"
+    return message, code
+
+
+def run(argv: Sequence[str] | None = None) -> int:
+    """Runs the command line `argv` (default: the process's) and returns its exit status."""
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    context: click.Context | None = None
+    try:
+        with cli.make_context("ledger", arguments) as context:
+            return int(cli.invoke(context) or 0)
+    except click.exceptions.Exit as done:  # --help, --version
+        return done.exit_code
+    except click.exceptions.NoArgsIsHelpError as bare:  # `ledger`, `ledger audit`: the help
+        click.echo(bare.format_message(), err=True)
+        return ExitCode.USAGE
+    except Exception as error:  # noqa: BLE001 - every error ends as one line and a status
+        if debugging(context) and not isinstance(error, click.ClickException):
+            traceback.print_exc()
+        message, code = _described(error)
+        # One line whatever the message holds: an operator greps for "ledger:".
+        click.echo(f"ledger: {' '.join(message.split())}", err=True)
+        return int(code)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """The console script: exits with the command's status (0 too, as click does)."""
+    sys.exit(run(argv))
 
 
 if __name__ == "__main__":

@@ -16,8 +16,11 @@ import socket
 from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import datetime
 
+import click
 from aiohttp import web
 
+from adapters.cli.errors import ExitCode, UsageError
+from adapters.cli.options import common_options, settings
 from adapters.config import Settings
 from adapters.http.app import init_app
 from adapters.storage.postgres_store import PostgresEventStore
@@ -93,12 +96,22 @@ def describe_database(settings: Settings) -> str:
     return f"PostgreSQL at {location}"
 
 
+def bound_socket(host: str, port: int) -> socket.socket:
+    """`listening_socket`, with an address that cannot be taken (in use, not ours) as one line:
+    exit 2, since the fix is another --port/--host or `port` in the configuration."""
+    try:
+        return listening_socket(host, port)
+    except OSError as error:
+        reason = error.strerror or str(error)
+        raise UsageError(f"cannot listen on {host}:{port}: {reason.lower()}") from error
+
+
 async def run_service(settings: Settings, *, stop: asyncio.Event | None = None) -> None:
     """Runs the service until `stop` is set (by SIGINT/SIGTERM, or by the caller)."""
     stop = stop or asyncio.Event()
     with (
         stop_on_signals(stop),
-        contextlib.closing(listening_socket(settings.host, settings.port)) as sock,
+        contextlib.closing(bound_socket(settings.host, settings.port)) as sock,
     ):
         url = socket_url(sock)
         if "public_url" not in settings.model_fields_set:
@@ -113,3 +126,25 @@ async def run_service(settings: Settings, *, stop: asyncio.Event | None = None) 
             await stop.wait()
             print("ledger stopping: finishing in-flight requests", flush=True)
     print("ledger stopped", flush=True)
+
+
+async def _serve(settings: Settings) -> None:
+    from adapters.cli.database import probe  # noqa: PLC0415 - importing the storage adapter
+
+    # The address first (it costs nothing to give back), then the database, both in one line.
+    bound_socket(settings.host, settings.port).close()
+    await probe(settings)
+    await run_service(settings)
+
+
+@click.command("serve")
+@click.option("--host", help="Address to listen on (default: the config's, 127.0.0.1).")
+@click.option("--port", type=click.IntRange(0, 65535), help="Port (default: the config's, 8080).")
+@common_options
+def serve_command(host: str | None, port: int | None) -> int:
+    """Run the HTTP service (migrates the database first); SIGINT/SIGTERM stop it gracefully.
+    An address already in use exits 2, a database that cannot be used exits 3."""
+    listen = {"host": host, "port": port}
+    overrides = {key: value for key, value in listen.items() if value is not None}
+    asyncio.run(_serve(settings().model_copy(update=overrides)))
+    return ExitCode.OK

@@ -29,7 +29,7 @@ from aiohttp import web
 from adapters.http.auth import authorize
 from adapters.http.keys import APPLIER, RUNNER, SETTINGS
 from adapters.http.problems import RETRY_AFTER_SECONDS, problem
-from adapters.ingestion.applier import DeliveryApplier
+from adapters.ingestion.applier import DeliveryApplier, ProviderNotConfigured
 from adapters.storage.read_models.journal import JournalProjection
 from adapters.storage.read_models.readers import projection_positions
 from adapters.storage.read_models.reconciliation import ReconciliationProjection
@@ -86,6 +86,8 @@ async def _applied(applier: DeliveryApplier, wait_seconds_max: float) -> web.Res
     try:
         async with asyncio.timeout(wait_seconds_max):
             await applier.catch_up(head)
+    except ProviderNotConfigured as stopped:
+        return problem(503, "Service Unavailable", str(stopped), code="applier_stopped")
     except TimeoutError:
         response = problem(
             503,

@@ -94,6 +94,14 @@ class ToApply:
         return [f for f in self.facts if isinstance(f, (PaymentUpdate, WithdrawalUpdate))]
 
 
+class ProviderNotConfigured(Exception):
+    def __init__(self, position: int, provider: str) -> None:
+        super().__init__(
+            f"the delivery at log position {position} is {provider}'s, which this process does"
+            " not configure; the applier waits there"
+        )
+
+
 class PositionMoved(Exception):
     """Another applier committed past the position this one started from."""
 
@@ -241,8 +249,9 @@ class DeliveryApplier:
         adapter = self.adapters.get(received.provider)
         rejected = event.type == ReceiptKind.REJECTED.value
         if adapter is None:
-            log.warning("delivery at %d: %s not configured", event.position, received.provider)
-            return ToApply(event)
+            # Received while it was configured: applying nothing would lose it, so the applier
+            # stops here (reads answer 503) until the provider is configured again.
+            raise ProviderNotConfigured(event.position, received.provider)
         if rejected and not adapter.supports(Operation.QUERY_PAYMENT):
             return ToApply(event)  # nothing could ever confirm it: only a rejected attempt
         translation = self._translate(received)

@@ -1,4 +1,6 @@
-"""Numbered SQL migrations, applied in order at start-up and by `ledger db migrate`.
+"""Numbered SQL migrations, applied in order by `ledger db migrate`, `ledger serve` and
+`ledger demo`; every other command only asks which are pending (`pending_migrations`, read-only)
+and refuses a database that is behind.
 
 An advisory lock makes concurrent starters take turns; each migration commits with its row in
 `schema_migrations`, so a failed one leaves nothing half-applied.
@@ -23,6 +25,16 @@ def available_migrations() -> list[tuple[int, str, str]]:
             number = int(entry.name.split("_", 1)[0])
             found.append((number, entry.name, entry.read_text()))
     return sorted(found)
+
+
+async def pending_migrations(connection: AnyConnection) -> list[str]:
+    """The names of the migrations not applied yet, in order; every one of them on a database
+    never migrated. Reads only: it creates nothing and takes no lock."""
+    # to_regclass follows the connection's search_path, as the migrations themselves do.
+    if await connection.fetchval("SELECT to_regclass('schema_migrations')") is None:
+        return [name for _, name, _ in available_migrations()]
+    done = {r["version"] for r in await connection.fetch("SELECT version FROM schema_migrations")}
+    return [name for number, name, _ in available_migrations() if number not in done]
 
 
 async def migrate(connection: AnyConnection) -> list[str]:

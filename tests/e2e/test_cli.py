@@ -19,14 +19,13 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from adapters.cli.main import _parser
+from adapters.cli.main import run
 from adapters.cli.sandbox import ledger_config_toml, sandbox_ports
-from adapters.config import PROVIDER_IDS, load_settings
+from adapters.config import PROVIDER_IDS, SCOPES, load_settings
 from adapters.sandbox.fleet import sandbox_table
 from tests.e2e.harness import free_port
 
 REPOSITORY = Path(__file__).resolve().parents[2]
-TOKEN = "cli-test-token"
 STARTUP_SECONDS = 20.0
 
 
@@ -76,6 +75,25 @@ async def stop(process: asyncio.subprocess.Process, how: int = signal.SIGTERM) -
         rest = await process.stdout.read()
         await process.wait()
     return rest.decode()
+
+
+async def ledger_command(*arguments: str) -> tuple[int, str, str]:
+    """Runs `ledger ARGUMENTS` to the end: (exit status, stdout, stderr)."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "adapters.cli.main",
+        *arguments,
+        cwd=REPOSITORY,
+        env=child_environment(),
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    async with asyncio.timeout(60):
+        out, err = await process.communicate()
+    assert process.returncode is not None
+    return process.returncode, out.decode(), err.decode()
 
 
 @asynccontextmanager
@@ -150,27 +168,35 @@ async def test_serve_answers_health_checks_and_stops_on_sigterm(database_url, sc
 async def test_sandbox_and_serve_work_together_from_the_written_config(
     database_url, schema, tmp_path
 ):
+    """The written configuration serves as it is: its one token (printed once) has every scope."""
     ledger_port = free_port()
     given = tmp_path / "given.toml"
-    given.write_text(f'public_url = "http://127.0.0.1:{ledger_port}"\n')
+    given.write_text(
+        f'database_url = "{schema_url(database_url, schema)}"\n'
+        f'public_url = "http://127.0.0.1:{ledger_port}"\nport = {ledger_port}\n'
+    )
     written = tmp_path / "sandbox.toml"
     async with running(
-        "sandbox", "--config", str(given), "--write-config", str(written), ready="written to"
-    ) as (sandboxes, _):
+        "sandbox",
+        "--config",
+        str(given),
+        "--write-config",
+        str(written),
+        ready=r"^  ([A-Za-z0-9_-]{40,})$",
+    ) as (sandboxes, printed):
+        token = printed.group(1)
+        await read_until(sandboxes, "written to")
+        assert token not in written.read_text()
+        code, out, err = await ledger_command("config", "check", "--config", str(written))
+        assert (0, "") == (code, err), out
         settings = load_settings(written)
         assert set(PROVIDER_IDS) == set(settings.providers)
-        serve_config = tmp_path / "ledger.toml"
-        serve_config.write_text(
-            f'database_url = "{schema_url(database_url, schema)}"\nport = {ledger_port}\n'
-            + written.read_text()
-            + f'\n[[api.tokens]]\nname = "tests"\ntoken = "{TOKEN}"\nscopes = ["admin"]\n'
-        )
+        assert [sorted(SCOPES)] == [sorted(each.scopes) for each in settings.api.tokens]
+        # The written file has no port: the test's comes from the environment, as it may.
         async with running(
-            "serve", "--config", str(serve_config), ready="ledger serving on (\\S+)"
-        ) as (
-            ledger,
-            ready,
-        ):
+            "serve", "--config", str(written), "--port", str(ledger_port),
+            ready="ledger serving on (\\S+)",
+        ) as (ledger, ready):  # fmt: skip
             url = ready.group(1)
             # One provider per way of receiving webhooks: a signed portal URL, a portal URL with
             # the ledger's token in it, a callback URL per request.
@@ -180,7 +206,7 @@ async def test_sandbox_and_serve_work_together_from_the_written_config(
                 ("lipaykripto", "25.00", "TRY"),
             ):
                 sandbox_url = settings.providers[provider]["base_url"]
-                await pay_in_full(url, sandbox_url, provider, amount, currency)
+                await pay_in_full(url, sandbox_url, provider, amount, currency, token)
             await stop(ledger)
             assert 0 == ledger.returncode
         rest = await stop(sandboxes, signal.SIGINT)
@@ -188,9 +214,9 @@ async def test_sandbox_and_serve_work_together_from_the_written_config(
 
 
 async def pay_in_full(
-    url: str, sandbox_url: str, provider: str, amount: str, currency: str
+    url: str, sandbox_url: str, provider: str, amount: str, currency: str, token: str
 ) -> None:
-    headers = {"Authorization": f"Bearer {TOKEN}"}
+    headers = {"Authorization": f"Bearer {token}"}
     body = {
         "provider": provider,
         "order_id": f"cli_{provider}",
@@ -236,10 +262,13 @@ def test_sandbox_ports_come_from_base_port_or_the_configured_urls():
 
 @pytest.mark.parametrize(
     "argv",
-    [["--config", "x.toml", "serve"], ["serve", "--config", "x.toml"]],
+    [["--config", "{config}", "config", "check"], ["config", "check", "--config", "{config}"]],
 )
-def test_config_is_taken_before_or_after_the_command(argv):
-    assert Path("x.toml") == _parser().parse_args(argv).config
+def test_config_is_taken_before_or_after_the_command(argv, tmp_path, capsys):
+    config = tmp_path / "x.toml"
+    config.write_text("port = 9999\n")
+    assert 0 == run([part.format(config=config) for part in argv])
+    assert f"config file: {config}" in capsys.readouterr().out
 
 
 def test_a_sandbox_table_keeps_given_credentials_and_makes_up_the_rest():
