@@ -149,6 +149,7 @@ class Payment(ProviderRecordedAggregate):
         self.expired_by = ""
         self.failed_reason: str | None = None
         self.settled = False
+        self.settled_at: datetime | None = None
 
     @classmethod
     def create(  # noqa: PLR0913 - mirrors the creation facts
@@ -547,8 +548,11 @@ class Payment(ProviderRecordedAggregate):
         self.failed_reason = reason
 
     @event("Settled")
-    def _settled(self) -> None:
+    def _settled(self, timestamp: datetime | None = None) -> None:
+        # eventsourcing passes the event's own timestamp (stored in its payload) to a parameter
+        # of that name: the time of settling without a new field in the event.
         self.settled = True
+        self.settled_at = timestamp
 
     # ------------------------------------------------------------------ derived state
 

@@ -6,6 +6,10 @@ projection opens an item when one appears and clears it when a later event makes
 
 Findings that only record a fact finance has to act on (overpaid, paid_late, expired_with_funds,
 duplicate_deposit) clear when finance settles the payment: settling is the act of dealing with it.
+
+A late payment is one finding, paid_late, never also expired_with_funds, overpaid or a
+status_mismatch that only says the funds came late: listed apart, they count the same funds
+two or three times (docs/accounting.md, "One late payment, one item").
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from decimal import Decimal
 from enum import StrEnum
 
 from ledger.commands import ProviderPaymentOutcome
-from ledger.payment import Payment, PaymentStatus, Submission
+from ledger.payment import Deposit, Payment, PaymentStatus, Submission
 from ledger.withdrawal import Withdrawal, WithdrawalStatus
 
 
@@ -45,6 +49,9 @@ class Finding:
     received: Decimal | None
     provider_reported: Decimal | None
     difference: Decimal
+    # The provider's last status word, where it gave one: with `provider_reported` (its amount or
+    # balance) the third side of the comparison.
+    provider_status: str | None = None
 
 
 _PROVIDER_PAID = {ProviderPaymentOutcome.PAID.value, ProviderPaymentOutcome.OVERPAID.value}
@@ -76,16 +83,19 @@ def payment_findings(payment: Payment) -> dict[Reason, Finding]:
     return {f.reason: f for f in found}
 
 
-def _payment_finding(
-    payment: Payment, reason: Reason, difference: Decimal, provider: Decimal | None = None
-) -> Finding:
+def _payment_finding(payment: Payment, reason: Reason, difference: Decimal) -> Finding:
+    """Every payment finding carries all three sides: what was asked, what the ledger received,
+    and what the provider said (its paid amount and status word), whatever the reason. Only
+    the provider's authenticated word counts as its word: a forged delivery says nothing."""
+    said = payment.provider_status_verified
     return Finding(
         reason,
         payment.expected.currency,
         payment.expected.amount,
         payment.received.amount,
-        provider,
+        payment.provider_amount_reported if said else None,
         difference,
+        (payment.provider_status or None) if said else None,
     )
 
 
@@ -97,16 +107,16 @@ def _money_findings(payment: Payment) -> list[Finding]:
     found: list[Finding] = []
     if status in {PaymentStatus.PENDING, PaymentStatus.CONFIRMING} and 0 < received < expected:
         found.append(_payment_finding(payment, Reason.UNDERPAID, expected - received))
-    if status in {PaymentStatus.EXPIRED, PaymentStatus.FAILED} and received > 0:
-        found.append(_payment_finding(payment, Reason.EXPIRED_WITH_FUNDS, received))
-    if payment.overpaid.is_positive():
-        found.append(_payment_finding(payment, Reason.OVERPAID, payment.overpaid.amount))
-    late = sum(
-        (d.amount for d in payment.deposits.values() if d.verified and payment.is_late(d)),
-        Decimal(0),
-    )
+    closed = status in {PaymentStatus.EXPIRED, PaymentStatus.FAILED}
+    late = [d for d in payment.deposits.values() if d.verified and payment.is_late(d)]
     if late:
-        found.append(_payment_finding(payment, Reason.PAID_LATE, late))
+        # One late payment, one item: it stands for expired_with_funds and overpaid, which
+        # would count the same funds again.
+        found.append(_payment_finding(payment, Reason.PAID_LATE, _held_late(payment, late)))
+    elif closed and received > 0:
+        found.append(_payment_finding(payment, Reason.EXPIRED_WITH_FUNDS, received))
+    elif payment.overpaid.is_positive():
+        found.append(_payment_finding(payment, Reason.OVERPAID, payment.overpaid.amount))
     if payment.unverified.is_positive():
         found.append(_payment_finding(payment, Reason.UNVERIFIED, payment.unverified.amount))
     repeated = sum(
@@ -118,21 +128,31 @@ def _money_findings(payment: Payment) -> list[Finding]:
     return found
 
 
+def _held_late(payment: Payment, late: list[Deposit]) -> Decimal:
+    """What a late payment holds beyond what it can take: everything once it expired or failed,
+    the excess once it completed, the late funds while its expiry is not yet recorded; late
+    unconfirmed funds included (finance sees them coming)."""
+    unconfirmed = sum((d.amount for d in late if not d.confirmed), Decimal(0))
+    if payment.status in {PaymentStatus.EXPIRED, PaymentStatus.FAILED}:
+        return payment.received.amount + unconfirmed
+    if payment.status is PaymentStatus.COMPLETED:
+        return payment.overpaid.amount + unconfirmed
+    return sum((d.amount for d in late), Decimal(0))
+
+
 def _provider_findings(payment: Payment) -> list[Finding]:
     """What the provider says, against what the ledger holds."""
     expected = payment.expected.amount
     received = payment.received.amount
     reported = payment.provider_amount_reported
     found: list[Finding] = []
-    if _status_disagrees(payment):
-        found.append(
-            _payment_finding(payment, Reason.STATUS_MISMATCH, expected - received, reported)
-        )
+    if _status_disagrees(payment) and not _only_late(payment):
+        found.append(_payment_finding(payment, Reason.STATUS_MISMATCH, expected - received))
     seen = received + payment.pending.amount
     if reported is not None and payment.provider_status_verified and reported != seen:
-        found.append(_payment_finding(payment, Reason.AMOUNT_MISMATCH, reported - seen, reported))
+        found.append(_payment_finding(payment, Reason.AMOUNT_MISMATCH, reported - seen))
     elif any(code in _AMOUNT_REFUSALS for code in payment.refused_deliveries.values()):
-        found.append(_payment_finding(payment, Reason.AMOUNT_MISMATCH, Decimal(0), reported))
+        found.append(_payment_finding(payment, Reason.AMOUNT_MISMATCH, Decimal(0)))
     if payment.expired_by == "clock" and payment.provider_outcome not in _PROVIDER_FINAL:
         found.append(_payment_finding(payment, Reason.STALE, expected - received))
     return found
@@ -150,12 +170,25 @@ def _status_disagrees(payment: Payment) -> bool:
     return False
 
 
+def _only_late(payment: Payment) -> bool:
+    """The provider calls paid a payment the ledger holds in full but expired because the funds
+    came late: the disagreement is the time, which the paid_late item already states."""
+    return (
+        payment.late
+        and payment.status is not PaymentStatus.COMPLETED
+        and payment.provider_outcome in _PROVIDER_PAID
+        and payment.received.amount >= payment.expected.amount
+    )
+
+
 def withdrawal_findings(withdrawal: Withdrawal) -> dict[Reason, Finding]:
     requested = withdrawal.requested.amount
     sent = withdrawal.sent.amount if withdrawal.sent is not None else None
 
     def finding(reason: Reason, difference: Decimal) -> Finding:
-        return Finding(reason, withdrawal.requested.currency, requested, sent, None, difference)
+        status = withdrawal.provider_status or None
+        currency = withdrawal.requested.currency
+        return Finding(reason, currency, requested, sent, None, difference, status)
 
     found: list[Finding] = []
     if withdrawal.status is WithdrawalStatus.SUBMITTING:

@@ -42,6 +42,9 @@ def payment_view(payment: Payment) -> dict[str, Any]:
         "overpaid": _amount(payment.overpaid),
         "unverified": _amount(payment.unverified),
         "provider_status": payment.provider_status,
+        # Finance's settlement: what the payment received moved to the merchant's payable.
+        "settled": payment.settled,
+        "settled_at": _time(payment.settled_at),
         "deposits": [
             {
                 "deposit_id": d.deposit_id,

@@ -1,10 +1,12 @@
 """`ledger demo`: payments and withdrawals through all five providers over real HTTP on loopback.
 
 The five provider sandboxes and the ledger's HTTP service run on free loopback ports, on the
-configured database (else the embedded PostgreSQL). Payments and withdrawals are created through
-the ledger's API, the sandboxes play scenarios (full, partial, over, duplicate, several deposits,
-failed, expired with and without funds, late; withdrawals completed, failed, held for review)
-and post their webhooks to the ledger, and the report is read back from the ledger's API.
+configured database (else the embedded PostgreSQL), in a schema of their own made for this run:
+fresh sandboxes hold nothing from an earlier run, so neither may the ledger. Payments and
+withdrawals are created through the ledger's API, the sandboxes play scenarios (full, partial,
+over, duplicate, several deposits, failed, expired with and without funds, late; withdrawals
+completed, failed, held for review) and post their webhooks to the ledger, completed payments are
+settled as finance would, and the report is read back from the ledger's API.
 """
 
 from __future__ import annotations
@@ -15,17 +17,28 @@ import time
 
 import aiohttp
 
-from adapters.cli.database import open_pool
-from adapters.cli.demo_driver import DemoRun, LedgerApi, LedgerClock, ScenarioDriver
-from adapters.cli.demo_finance import balances_section, reconciliation_section
+from adapters.cli.demo_driver import (
+    DemoRun,
+    LedgerApi,
+    LedgerClock,
+    ScenarioDriver,
+    poll_balances,
+)
+from adapters.cli.demo_finance import (
+    balances_section,
+    look_further_section,
+    reconciliation_section,
+)
 from adapters.cli.demo_plan import payment_cases, withdrawal_cases
 from adapters.cli.demo_report import (
     Section,
     event_log_section,
     notes_section,
     payments_section,
+    scenarios_section,
     withdrawals_section,
 )
+from adapters.cli.demo_schema import fresh_schema_pool
 from adapters.cli.service import (
     build_app,
     describe_database,
@@ -34,6 +47,7 @@ from adapters.cli.service import (
     socket_url,
 )
 from adapters.config import PROVIDER_IDS, ApiSettings, ApiToken, Settings
+from adapters.http.keys import POLLER
 from adapters.sandbox.fleet import LOOPBACK, SandboxFleet, sandbox_fleet
 from adapters.storage.postgres_store import PostgresEventStore
 
@@ -41,6 +55,7 @@ from adapters.storage.postgres_store import PostgresEventStore
 # payments and withdrawals the demo asked for); add further sections (balances, reconciliation
 # summary) here.
 REPORT: list[Section] = [
+    scenarios_section,
     payments_section,
     withdrawals_section,
     notes_section,
@@ -67,7 +82,7 @@ async def run_demo(settings: Settings) -> bool:
     clock = LedgerClock()
     print(f"Starting the five provider sandboxes and the ledger ({describe_database(settings)})…")
     async with (
-        open_pool(settings) as pool,
+        fresh_schema_pool(settings) as (pool, database),
         sandbox_fleet(PROVIDER_IDS) as fleet,
         aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http,
     ):
@@ -76,18 +91,23 @@ async def run_demo(settings: Settings) -> bool:
             url = socket_url(sock)
             ledger_settings = demo_settings(settings, url, fleet, token)
             await fleet.send_webhooks_to(ledger_settings)
-            async with serving(build_app(ledger_settings, store, clock=clock), sock):
+            app = build_app(ledger_settings, store, clock=clock)
+            async with serving(app, sock):
                 print(f"ledger on {url}; sandboxes: " + ", ".join(
                     f"{provider} {sandbox_url}" for provider, sandbox_url in fleet.urls().items()
                 ))  # fmt: skip
-                run = DemoRun(LedgerApi(url, token, http), store, fleet.urls())
+                run = DemoRun(LedgerApi(url, token, http), store, fleet.urls(), database)
                 driver = ScenarioDriver(run, clock)
-                # Every payment is paid before any withdrawal asks for the funds it brought.
+                # Every payment is paid (and settled, if completed) before any withdrawal asks
+                # for the funds it brought.
                 await driver.payments(payment_cases(PROVIDER_IDS))
+                await driver.settle_completed()
+                await poll_balances(run, app[POLLER])
                 await driver.withdrawals(withdrawal_cases(PROVIDER_IDS))
                 for section in REPORT:
                     await section(run)
     _print_outcome(run, time.monotonic() - began)
+    look_further_section(run)
     return not run.problems
 
 

@@ -15,6 +15,9 @@ from typing import Any
 import aiohttp
 
 from adapters.cli.demo_plan import PaymentCase, WithdrawalCase
+from adapters.cli.demo_schema import DemoDatabase
+from adapters.providers.contract import ProviderCallFailed
+from adapters.services.balances import BalancePoller
 from adapters.storage.postgres_store import PostgresEventStore
 
 # A withdrawal may be refused for want of funds until the balances have caught up with the
@@ -73,6 +76,7 @@ class DemoRun:
     api: LedgerApi
     store: PostgresEventStore
     sandbox_urls: Mapping[str, str]
+    database: DemoDatabase
     payments: list[Subject] = field(default_factory=list)
     withdrawals: list[Subject] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
@@ -113,6 +117,28 @@ class ScenarioDriver:
                 f"that payments with a {minutes}-minute lifetime expire by the ledger's clock."
             )
         await _per_provider(late, self._play_payment_scenario)
+
+    async def settle_completed(self) -> None:
+        """Settles every completed payment, as finance would (POST /v1/payments/{id}/settle):
+        its funds move from payments:received to merchant:payable, which withdrawals draw on."""
+        settled = 0
+        for subject in self.run.payments:
+            if subject.subject_id is None:
+                continue
+            path = f"/v1/payments/{subject.subject_id}"
+            status, view = await self.run.api.call("GET", path)
+            if status != 200 or view.get("status") != "completed":
+                continue
+            status, answer = await self.run.api.call("POST", path + "/settle")
+            if status != 200:
+                self.run.failed(subject, f"POST {path}/settle", f"{status} {_short(answer)}")
+                continue
+            settled += 1
+        self.run.notes.append(
+            f"{settled} completed payments were settled (POST /v1/payments/{{id}}/settle): what "
+            "they received is owed to the merchant (merchant:payable); settling also acknowledges "
+            "an overpayment, whose excess stays in suspense:overpayment (no refunds yet)."
+        )
 
     async def withdrawals(self, cases: list[WithdrawalCase]) -> None:
         subjects = [Subject(case, f"w_{case.scenario}_{self.suffix}") for case in cases]
@@ -179,6 +205,22 @@ class ScenarioDriver:
         for delivery in answer.get("deliveries", []):
             if delivery.get("status") != 200:
                 self.run.failed(subject, "webhook", f"ledger answered {delivery.get('status')}")
+
+
+async def poll_balances(run: DemoRun, poller: BalancePoller) -> None:
+    """Asks every provider that can say what it holds, once the payments are in and before any
+    withdrawal: reconciliation compares each answer with the ledger's funds at that provider."""
+    polled: dict[str, int] = {}
+    for provider in run.sandbox_urls:
+        try:
+            polled[provider] = await poller.poll(provider)
+        except ProviderCallFailed as failure:
+            run.problems.append(f"{provider} balances: {_short(failure)}")
+    asked = ", ".join(f"{p} ({n})" for p, n in polled.items() if n) or "none"
+    run.notes.append(
+        f"Provider balances were polled after the payments, before any withdrawal: {asked}; "
+        "reconciliation compares each with the ledger's funds at that provider."
+    )
 
 
 def _after_expiry(subject: Subject) -> bool:

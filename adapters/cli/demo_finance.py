@@ -27,8 +27,9 @@ async def balances_section(run: DemoRun) -> None:
     if not await _caught_up(run):
         run.notes.append("balances and reconciliation were read before projections caught up")
     status, body = await run.api.call("GET", "/v1/balances")
-    print("\nBalances (every run on this database; debit positive; per currency posted and"
-          " pending each sum to zero)")  # fmt: skip
+    print(f"\nBalances (this run only, schema {run.database.schema}; debit positive, so a"
+          " credit such as merchant:payable is negative; per currency posted and pending each"
+          " sum to zero)")  # fmt: skip
     if status != 200:
         print(f"  GET /v1/balances answered {status}: {body}")
         return
@@ -47,4 +48,24 @@ async def reconciliation_section(run: DemoRun) -> None:
     headers = ("reason", "currency", "items", "difference")
     rows = [[r["reason"], r["currency"], str(r["items"]), r["difference"]] for r in body["items"]]
     print("\n".join(format_table(headers, rows, frozenset({"items", "difference"}))))
-    print(f"{body['open_items']} open items; `ledger reconcile report` lists them one by one")
+    print(f"{body['open_items']} open items. Counting: {body['counting']}.")
+
+
+def look_further_section(run: DemoRun) -> None:
+    """The last lines: where the run's data is, and the commands that show it."""
+    database = run.database
+    example = next((s for s in run.payments if s.case.scenario == "late" and s.subject_id), None)
+    example = example or next((s for s in run.payments if s.subject_id), None)
+    print(f"\nTo look further (this run's data stays in schema {database.schema}):")
+    if database.shown_url is None:
+        print(
+            "  (the embedded database runs only while the demo does: set database_url in the"
+            " configuration to keep the demo's data to look at with the commands below)"
+        )
+    else:
+        print(f"  export LEDGER_DATABASE_URL='{database.shown_url}'")
+    if example is not None:
+        print(f"  ledger payments show {example.subject_id}"
+              f"   # {example.case.provider} {example.case.scenario}")  # fmt: skip
+    print("  ledger reconcile report")
+    print("  ledger serve --port 8080, then the console: http://127.0.0.1:8080/console/")

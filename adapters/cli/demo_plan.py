@@ -48,6 +48,31 @@ class WithdrawalCase:
     pay_currency: str | None = None
 
 
+# What each scenario does, in one line, as the report prints it before the tables.
+SCENARIOS = {
+    "full": "the customer pays the price in one deposit: completed, exact",
+    "partial": "half the price arrives and no more: stays pending, partial (an underpaid item)",
+    "over": "150% of the price arrives: completed, over; the excess waits in overpayment suspense",
+    "duplicate": "the provider reports the same deposit twice: it counts once",
+    "multiple_deposits": "the price arrives in three deposits: completed, exact",
+    "fail": "the provider says the payment failed, nothing paid: failed, unpaid",
+    "expire_no_funds": "the payment expires with nothing paid: expired, unpaid",
+    "expire_with_funds": "half arrives, then the payment expires: expired, partial, funds kept",
+    "late": "the payment expires, then the full price arrives: expired, late, funds kept",
+    "completed": "(withdrawal) the provider sends the funds: completed; sent + fee leave funds",
+    "failed": "(withdrawal) the provider refuses it: failed; the reserved funds come back",
+    "manual_review": "(withdrawal) the provider holds it for review: funds stay reserved",
+}
+
+# Where a provider plays a scenario its own way, and the table therefore reads differently.
+EXCEPTIONS = {
+    ("coincoin", "fail"): "CoinCoin has no failure word; its nearest is Invalid (timed out) with "
+    "a 0.5 USDT deposit below the network fee, which the ledger keeps: expired, partial, 0.5 "
+    "received (an expired_with_funds item)",
+    ("coincoin", "expire_with_funds"): "CoinCoin's In Settlement (overdue, some funds) is no "
+    "expiry word, and the demo gives CoinCoin no lifetime: the payment stays pending, partial",
+}
+
 PRICES = {
     "coinpay": Price("100", "USDT"),
     "coincoin": Price("100", "USDT"),  # CoinCoin prices in the coin it collects (USDT)

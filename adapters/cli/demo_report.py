@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from adapters.cli.demo_driver import DemoRun, Subject
-from adapters.cli.demo_plan import LIMITS
+from adapters.cli.demo_plan import EXCEPTIONS, LIMITS, SCENARIOS
 from adapters.cli.tables import format_table
 from ledger.hashchain import GENESIS_HASH, verify_chain
 
@@ -33,9 +33,22 @@ def _unavailable(subject: Subject, columns: int) -> list[str]:
     return [subject.case.provider, subject.reference, "(error)", *["-"] * (columns - 3)]
 
 
+async def scenarios_section(run: DemoRun) -> None:
+    """One line per scenario the run played (the order and request ids begin with its name),
+    then the providers that play one their own way."""
+    played = dict.fromkeys(s.case.scenario for s in [*run.payments, *run.withdrawals])
+    print("\nScenarios (each order or request id begins with its scenario)")
+    for scenario in played:
+        print(f"  {scenario:18} {SCENARIOS.get(scenario, '')}")
+    for subject in run.payments:
+        explained = EXCEPTIONS.get((subject.case.provider, subject.case.scenario))
+        if explained:
+            print(f"  {subject.case.provider} {subject.case.scenario}: {explained}")
+
+
 async def payments_section(run: DemoRun) -> None:
     headers = ("provider", "order", "status", "coverage", "late", "expected", "received",
-               "overpaid")  # fmt: skip
+               "overpaid", "settled")  # fmt: skip
     rows = []
     for subject in run.payments:
         view = await _view(run, "payments", subject)
@@ -52,6 +65,7 @@ async def payments_section(run: DemoRun) -> None:
             _money(view["expected"]["amount"], currency),
             _money(view["received"], currency),
             _money(view["overpaid"], currency),
+            "yes" if view.get("settled") else "no",
         ])  # fmt: skip
     print("\nPayments (as GET /v1/payments/{id} reports them)")
     right = frozenset({"expected", "received", "overpaid"})

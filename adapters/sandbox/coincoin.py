@@ -76,6 +76,12 @@ _DUST = Decimal("0.5")
 RECEIVING, COMPLETED, IN_SETTLEMENT, INVALID = 0, 1, 2, -1
 
 
+# The keys of the ledger's table for this provider besides base_url (a fleet makes them up),
+# and whether the callback URL is set once, in the provider's portal (adapters/sandbox/fleet.py).
+LEDGER_TABLE_KEYS = ("app_id", "secret_key", "webhook_token")
+HAS_PORTAL = True
+
+
 @dataclass
 class SandboxConfig:
     app_id: str
@@ -133,7 +139,7 @@ def create_sandbox_app(config: SandboxConfig) -> web.Application:
             withdrawals=None,
             expire_tokens=_expire_tokens,
             set_balances=lambda body: _set_balances(state, body),
-            has_portal=True,
+            has_portal=HAS_PORTAL,
             portal_url=config.webhook_url,
             controls=[("GET", "/_sandbox/payments/{ref}", _get_order)],
         )

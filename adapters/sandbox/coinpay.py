@@ -57,6 +57,12 @@ PAYMENT_SCENARIOS = frozenset(
 WITHDRAWAL_SCENARIOS = frozenset({"processing", "manual_review", "completed", "failed"})
 
 
+# The keys of the ledger's table for this provider besides base_url (a fleet makes them up),
+# and whether the callback URL is set once, in the provider's portal (adapters/sandbox/fleet.py).
+LEDGER_TABLE_KEYS = ("username", "password", "webhook_secret")
+HAS_PORTAL = True
+
+
 @dataclass
 class SandboxConfig:
     username: str
@@ -110,7 +116,7 @@ def create_sandbox_app(config: SandboxConfig) -> web.Application:
                 "Content-Type": _JSON,
                 SIGNATURE_HEADER: sign(raw.decode(), config.webhook_secret),
             },
-            has_portal=True,
+            has_portal=HAS_PORTAL,
             portal_url=config.webhook_url,
         )
     )

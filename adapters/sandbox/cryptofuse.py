@@ -89,6 +89,12 @@ _EIGHT_PLACES = Decimal("1e-8")
 _CENT = Decimal("0.01")
 
 
+# The keys of the ledger's table for this provider besides base_url (a fleet makes them up),
+# and whether the callback URL is set once, in the provider's portal (adapters/sandbox/fleet.py).
+LEDGER_TABLE_KEYS = ("client_id", "client_secret", "webhook_secret")
+HAS_PORTAL = False
+
+
 @dataclass(frozen=True, slots=True)
 class SandboxConfig:
     client_id: str = "sandbox-client-id"

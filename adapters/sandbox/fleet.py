@@ -11,9 +11,11 @@ the ledger supplies itself. `ledger sandbox`, `ledger demo`, the benchmarks and 
 from __future__ import annotations
 
 import contextlib
+import importlib
 import secrets
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
+from types import ModuleType
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -21,7 +23,6 @@ import aiohttp
 from aiohttp import web
 
 from adapters.config import PROVIDER_IDS, Settings
-from adapters.sandbox import coincoin, coinpay, cryptofuse, lipaykripto, payment_engine
 
 LOOPBACK = "127.0.0.1"
 
@@ -35,23 +36,31 @@ class SandboxControlFailed(RuntimeError):
 
 @dataclass(frozen=True, slots=True)
 class _SandboxKind:
-    """How to run one provider's sandbox from the ledger's table for it."""
+    """How to run one provider's sandbox from the ledger's table for it: read off the sandbox
+    module itself (its SandboxConfig, create_sandbox_app, LEDGER_TABLE_KEYS and HAS_PORTAL)."""
 
-    credential_keys: tuple[str, ...]  # the keys of the ledger's table besides base_url
-    sandbox_config: Callable[..., Any]  # the sandbox module's SandboxConfig
-    create_app: Callable[[Any], web.Application]  # ... and its create_sandbox_app
-    # Whether the callback URL is set once, in the provider's portal (the sandbox's
-    # `/_sandbox/webhook_url`), rather than sent by the ledger with every request.
-    has_portal: bool
-    # The table keys the sandbox itself knows (CoinCoin's webhook_token is the ledger's alone:
-    # it travels in the callback URL); None: all of credential_keys.
-    sandbox_keys: tuple[str, ...] | None = None
+    module: ModuleType
     fresh_options: Callable[[], dict[str, Any]] = dict  # further SandboxConfig values per start
 
+    @property
+    def credential_keys(self) -> tuple[str, ...]:
+        """The keys of the ledger's table besides base_url."""
+        return tuple(self.module.LEDGER_TABLE_KEYS)
+
+    @property
+    def has_portal(self) -> bool:
+        """Whether the callback URL is set once, in the provider's portal (the sandbox's
+        `/_sandbox/webhook_url`), rather than sent by the ledger with every request."""
+        return bool(self.module.HAS_PORTAL)
+
     def create(self, table: Mapping[str, str]) -> web.Application:
-        keys = self.credential_keys if self.sandbox_keys is None else self.sandbox_keys
-        options = {key: table[key] for key in keys} | self.fresh_options()
-        return self.create_app(self.sandbox_config(**options))
+        # The table keys the sandbox itself knows (CoinCoin's webhook_token is the ledger's
+        # alone: it travels in the callback URL).
+        known = {f.name for f in fields(self.module.SandboxConfig)}
+        options = {key: table[key] for key in self.credential_keys if key in known}
+        config = self.module.SandboxConfig(**options | self.fresh_options())
+        app: web.Application = self.module.create_sandbox_app(config)
+        return app
 
 
 def _fresh_counters() -> dict[str, Any]:
@@ -65,46 +74,30 @@ def _fresh_counters() -> dict[str, Any]:
     }
 
 
+def _empty_account() -> dict[str, Any]:
+    # Cryptofuse's sandbox opens with a float (10,000 USDTTRC20) by default. A fleet stands for
+    # accounts opened for this ledger: they hold only what passed through it, so the balances the
+    # ledger polls compare with what it booked, not with money it could never have known about.
+    return {"initial_balances": {}}
+
+
 def _fresh_counter_start() -> int:
     return 1_000_000 + secrets.randbelow(1_000_000_000)
 
 
 _PORTAL_CONTROL = "/_sandbox/webhook_url"
-_KINDS: dict[str, _SandboxKind] = {
-    "coinpay": _SandboxKind(
-        ("username", "password", "webhook_secret"),
-        coinpay.SandboxConfig,
-        coinpay.create_sandbox_app,
-        has_portal=True,
-    ),
-    "coincoin": _SandboxKind(
-        ("app_id", "secret_key", "webhook_token"),
-        coincoin.SandboxConfig,
-        coincoin.create_sandbox_app,
-        has_portal=True,
-        sandbox_keys=("app_id", "secret_key"),
-    ),
-    "cryptofuse": _SandboxKind(
-        ("client_id", "client_secret", "webhook_secret"),
-        cryptofuse.SandboxConfig,
-        cryptofuse.create_sandbox_app,
-        has_portal=False,
-    ),
-    "payment_engine": _SandboxKind(
-        ("username", "password", "webhook_secret"),
-        payment_engine.SandboxConfig,
-        payment_engine.create_sandbox_app,
-        has_portal=True,
-    ),
-    "lipaykripto": _SandboxKind(
-        ("client_id", "client_secret", "hmac_secret"),
-        lipaykripto.SandboxConfig,
-        lipaykripto.create_sandbox_app,
-        has_portal=False,
-        fresh_options=_fresh_counters,
-    ),
+# What a fleet does differently from a sandbox's defaults, per provider.
+_FRESH_OPTIONS: dict[str, Callable[[], dict[str, Any]]] = {
+    "cryptofuse": _empty_account,
+    "lipaykripto": _fresh_counters,
 }
-assert set(_KINDS) == set(PROVIDER_IDS)
+_KINDS: dict[str, _SandboxKind] = {
+    provider: _SandboxKind(
+        importlib.import_module(f"adapters.sandbox.{provider}"),
+        _FRESH_OPTIONS.get(provider, dict),
+    )
+    for provider in PROVIDER_IDS
+}
 
 
 @dataclass(frozen=True, slots=True)

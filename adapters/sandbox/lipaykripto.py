@@ -88,6 +88,12 @@ WITHDRAWAL_SCENARIOS = {
 }
 
 
+# The keys of the ledger's table for this provider besides base_url (a fleet makes them up),
+# and whether the callback URL is set once, in the provider's portal (adapters/sandbox/fleet.py).
+LEDGER_TABLE_KEYS = ("client_id", "client_secret", "hmac_secret")
+HAS_PORTAL = False
+
+
 @dataclass(frozen=True, slots=True)
 class SandboxConfig:
     client_id: str

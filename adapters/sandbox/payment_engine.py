@@ -71,6 +71,12 @@ PAYMENT_SCENARIOS = frozenset(
 WITHDRAWAL_SCENARIOS = frozenset({"processing", "completed", "failed", "manual_review"})
 
 
+# The keys of the ledger's table for this provider besides base_url (a fleet makes them up),
+# and whether the callback URL is set once, in the provider's portal (adapters/sandbox/fleet.py).
+LEDGER_TABLE_KEYS = ("username", "password", "webhook_secret")
+HAS_PORTAL = True
+
+
 @dataclass
 class SandboxConfig:
     username: str = "sandbox-user"
@@ -211,7 +217,7 @@ def create_sandbox_app(config: SandboxConfig) -> web.Application:
             expire_tokens=lambda body: _expire_tokens(state, body),
             set_balances=lambda body: _balances(state, body),
             sign=lambda raw: _signed_headers(config.webhook_secret, raw),
-            has_portal=True,
+            has_portal=HAS_PORTAL,
             portal_url=config.webhook_url,
             log_fields=_auth_used,
         )

@@ -163,14 +163,17 @@ def _not_null(field: dict[str, Any]) -> dict[str, Any]:
 
 
 def _responses(operation: Operation) -> dict[str, Any]:
-    if operation.answer is None:
-        success: dict[str, Any] = {"schema": {"type": "string"}}
-    else:
-        success = {"schema": _ref(operation.answer)}
+    text = {"schema": {"type": "string"}}
+    success = text if operation.answer is None else {"schema": _ref(operation.answer)}
+    # A JSON answer's model describes its JSON only; the same answer as CSV is text.
+    content = {
+        media_type: success if media_type.endswith("json") else text
+        for media_type in operation.media_types
+    }
     responses: dict[str, Any] = {
         str(operation.status): {
             "description": operation.summary,
-            "content": dict.fromkeys(operation.media_types, success),
+            "content": content,
             "headers": {"X-Request-Id": {"schema": {"type": "string"}}},
         }
     }

@@ -12,13 +12,13 @@ from dataclasses import dataclass
 
 from pydantic import BaseModel
 
+from adapters.http.finance import ReconciliationItemsRequest
 from adapters.http.openapi import views
 from adapters.http.query_params import (
     BalancesQuery,
     JournalQuery,
     PaymentListQuery,
     ReconciliationFilters,
-    ReconciliationItemsQuery,
     WithdrawalListQuery,
 )
 from adapters.http.requests import PaymentRequest, WithdrawalRequest
@@ -89,8 +89,12 @@ OPERATIONS: tuple[Operation, ...] = (
           "finance:read", BalancesQuery),
     _list("/v1/journal", "Balanced journal entries with their postings", "finance",
           views.JournalPage, "finance:read", JournalQuery),
-    _list("/v1/reconciliation/items", "Reconciliation items", "finance",
-          views.ReconciliationPage, "finance:read", ReconciliationItemsQuery),
+    Operation(
+        "get", "/v1/reconciliation/items", "Reconciliation items (JSON, or CSV per RFC 4180)",
+        "finance", 200, views.ReconciliationPage, "finance:read",
+        query=ReconciliationItemsRequest, problems=(*AUTHENTICATED, 400, 422),
+        media_types=("application/json", "text/csv"),
+    ),
     _list("/v1/reconciliation/summary", "Counts and amounts per reason", "finance",
           views.ReconciliationSummary, "finance:read", ReconciliationFilters),
     Operation(

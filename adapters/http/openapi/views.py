@@ -52,6 +52,8 @@ class PaymentView(_View):
     overpaid: Amount
     unverified: Amount
     provider_status: str | None
+    settled: bool
+    settled_at: Instant | None
     deposits: list[DepositView]
     expires_at: Instant | None
     created_at: Instant | None
@@ -140,14 +142,20 @@ class JournalPage(_View):
 
 
 class ReconciliationItem(_View):
+    """The cells of adapters/storage/read_models/items.py's `item_cells`, in its order."""
+
     subject_type: str
     subject_id: str
+    order_id: str | None
+    provider_ref: str | None
     provider: str | None
     reason: str
+    state: Literal["open", "cleared"]
     currency: str
     expected: Amount | None
     received: Amount | None
     provider_reported: Amount | None
+    provider_status: str | None
     difference: Amount
     detected_at: Instant | None
     cleared_at: Instant | None
@@ -168,6 +176,7 @@ class ReasonTotal(_View):
 class ReconciliationSummary(_View):
     items: list[ReasonTotal]
     open_items: int
+    counting: str  # how items are counted (a late payment is one item), in words
 
 
 class ProjectionView(_View):

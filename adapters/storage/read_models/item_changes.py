@@ -26,11 +26,15 @@ class Subject:
     type: str
     id: str
     provider: str
+    # The merchant's reference (order id, request id) and the provider's, as the subject has them
+    # at this event: an item carries them so finance can find the payment at either end.
+    order_id: str | None = None
+    provider_ref: str | None = None
 
 
 @dataclass(slots=True)
 class NewRow:
-    provider: str
+    subject: Subject
     finding: Finding
     detected_position: int
     detected_at: datetime
@@ -40,7 +44,7 @@ class NewRow:
 
 @dataclass(slots=True)
 class KeyChanges:
-    existing_update: tuple[Finding, int] | None = None
+    existing_update: tuple[Subject, Finding, int] | None = None
     existing_cleared: tuple[datetime, int] | None = None
     new_rows: list[NewRow] = field(default_factory=list)
 
@@ -57,16 +61,16 @@ class ItemChanges:
         return self._keys.setdefault((subject.type, subject.id, reason.value), KeyChanges())
 
     def open(self, event: RecordedEvent, subject: Subject, finding: Finding) -> None:
-        row = NewRow(subject.provider, finding, event.position, event.recorded_at, event.position)
+        row = NewRow(subject, finding, event.position, event.recorded_at, event.position)
         self._of(subject, finding.reason).new_rows.append(row)
 
     def update(self, event: RecordedEvent, subject: Subject, finding: Finding) -> None:
         changes = self._of(subject, finding.reason)
         row = changes.open_new_row()
         if row is not None:
-            row.finding, row.updated_position = finding, event.position
+            row.subject, row.finding, row.updated_position = subject, finding, event.position
         else:
-            changes.existing_update = (finding, event.position)
+            changes.existing_update = (subject, finding, event.position)
 
     def clear(self, event: RecordedEvent, subject: Subject, reason: Reason) -> None:
         changes = self._of(subject, reason)
@@ -93,8 +97,11 @@ class ItemChanges:
         inserts: list[tuple[Any, ...]] = []
         for (subject_type, subject_id, reason), changes in self._keys.items():
             if changes.existing_update is not None:
-                finding, position = changes.existing_update
-                updates.append((subject_type, subject_id, reason, *_amounts(finding), position))
+                subject, finding, position = changes.existing_update
+                refs = (subject.order_id, subject.provider_ref)
+                updates.append(
+                    (subject_type, subject_id, reason, *_amounts(finding), position, *refs)
+                )
             if changes.existing_cleared is not None:
                 at, position = changes.existing_cleared
                 clears.append((subject_type, subject_id, reason, at, position))
@@ -106,7 +113,8 @@ class ItemChanges:
         if updates:
             await connection.executemany(
                 "UPDATE reconciliation_items SET expected = $4, received = $5,"
-                " provider_reported = $6, difference = $7, updated_position = $8"
+                " provider_reported = $6, provider_status = $7, difference = $8,"
+                " updated_position = $9, order_id = $10, provider_ref = $11"
                 " WHERE subject_type = $1 AND subject_id = $2 AND reason = $3"
                 " AND cleared_at IS NULL",
                 updates,
@@ -134,16 +142,25 @@ INSERT_COLUMNS = [
     "expected",
     "received",
     "provider_reported",
+    "provider_status",
     "difference",
     "detected_at",
     "updated_position",
     "cleared_at",
     "cleared_position",
+    "order_id",
+    "provider_ref",
 ]
 
 
 def _amounts(finding: Finding) -> tuple[Any, ...]:
-    return (finding.expected, finding.received, finding.provider_reported, finding.difference)
+    return (
+        finding.expected,
+        finding.received,
+        finding.provider_reported,
+        finding.provider_status,
+        finding.difference,
+    )
 
 
 def _insert_row(subject_type: str, subject_id: str, reason: str, row: NewRow) -> tuple[Any, ...]:
@@ -153,11 +170,13 @@ def _insert_row(subject_type: str, subject_id: str, reason: str, row: NewRow) ->
         subject_id,
         reason,
         row.detected_position,
-        row.provider,
+        row.subject.provider,
         row.finding.currency,
         *_amounts(row.finding),
         row.detected_at,
         row.updated_position,
         cleared_at,
         cleared_position,
+        row.subject.order_id,
+        row.subject.provider_ref,
     )

@@ -37,20 +37,25 @@ BALANCE_STREAM_PREFIX = "provider-balances-"
 class Derived:
     findings: dict[Reason, Finding]
     funds: dict[str, Decimal]  # posted funds at the provider, per currency
+    # The merchant's reference (order id, or a withdrawal's request id) and the provider's.
+    order_id: str | None
+    provider_ref: str | None
 
 
 def derive(aggregate: Any) -> Derived:
     if isinstance(aggregate, Payment):
         findings = payment_findings(aggregate)
+        order_id = aggregate.order_id
     else:
         findings = withdrawal_findings(aggregate)
+        order_id = aggregate.request_id
     account = provider_funds(aggregate.provider)
     funds = {
         key.currency: amount
         for key, amount in subject_targets(aggregate).items()
         if key.account == account and key.kind is Kind.POSTED
     }
-    return Derived(findings, funds)
+    return Derived(findings, funds, order_id or None, aggregate.provider_ref or None)
 
 
 class ReconciliationProjection(SubjectProjection):
@@ -86,12 +91,22 @@ class ReconciliationProjection(SubjectProjection):
         items: ItemChanges,
     ) -> None:
         before, after, aggregate = await self._states.transition(event)
-        subject = Subject(type(aggregate).__name__.lower(), event.stream_id, aggregate.provider)
+        subject = Subject(
+            type(aggregate).__name__.lower(),
+            event.stream_id,
+            aggregate.provider,
+            after.order_id,
+            after.provider_ref,
+        )
         previous = before.findings if before else {}
+        refs_changed = before is not None and (before.order_id, before.provider_ref) != (
+            after.order_id,
+            after.provider_ref,
+        )
         for reason, finding in after.findings.items():
             if reason not in previous:
                 items.open(event, subject, finding)
-            elif finding != previous[reason]:
+            elif finding != previous[reason] or refs_changed:
                 items.update(event, subject, finding)
         for reason in previous.keys() - after.findings.keys():
             items.clear(event, subject, reason)
@@ -118,7 +133,9 @@ async def _unmatched(connection: AnyConnection, event: RecordedEvent, items: Ite
     # What the delivery says arrived: a running total as reported, not the increment held.
     reported = sum((Decimal(d.get("cumulative_total", d["amount"])) for d in deposits), Decimal(0))
     finding = Finding(Reason.UNMATCHED, currency, None, None, reported, reported)
-    subject = Subject("delivery", f"{provider}:{document['dedupe_key']}", provider)
+    # The names the delivery gives its subject (order id, provider reference), as it gave them.
+    names = ", ".join(str(name) for name in document.get("references", [])) or None
+    subject = Subject("delivery", f"{provider}:{document['dedupe_key']}", provider, None, names)
     # One delivery can be recorded unmatched twice (an unauthenticated copy, then the genuine
     # one with the same body): it stays one item, which the later record updates.
     if await _is_open(connection, items, subject, Reason.UNMATCHED):
