@@ -5,7 +5,6 @@ cursors. Routes (wrapped to read your writes) are listed in adapters/http/routes
 
 from __future__ import annotations
 
-from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
@@ -18,8 +17,6 @@ from adapters.http.query_params import (
     BalancesQuery,
     JournalQuery,
     PaymentListQuery,
-    ReconciliationFilters,
-    ReconciliationItemsQuery,
     WithdrawalListQuery,
     read_query,
 )
@@ -114,62 +111,6 @@ async def journal(request: web.Request) -> web.Response:
 
 
 # ---------------------------------------------------------------- reconciliation
-
-
-def _optional_amount(value: Decimal | None, currency: str) -> str | None:
-    return None if value is None else _amount(value, currency)
-
-
-def item_view(row: Any) -> dict[str, Any]:
-    def instant(value: datetime | None) -> str | None:
-        return value.isoformat().replace("+00:00", "Z") if value else None
-
-    return {
-        "subject_type": row["subject_type"],
-        "subject_id": row["subject_id"],
-        "provider": row["provider"],
-        "reason": row["reason"],
-        "currency": row["currency"],
-        "expected": _optional_amount(row["expected"], row["currency"]),
-        "received": _optional_amount(row["received"], row["currency"]),
-        "provider_reported": _optional_amount(row["provider_reported"], row["currency"]),
-        "difference": _amount(row["difference"], row["currency"]),
-        "detected_at": instant(row["detected_at"]),
-        "cleared_at": instant(row["cleared_at"]),
-    }
-
-
-async def reconciliation_items(request: web.Request) -> web.Response:
-    authorize(request, "finance:read")
-    query = read_query(request, ReconciliationItemsQuery)
-    page, more = await readers.reconciliation_page(request.app[RUNNER].pool, query)
-    next_cursor = None
-    if more:
-        last = page[-1]
-        next_cursor = encode_cursor(
-            last["detected_at"],
-            last["detected_position"],
-            last["subject_type"],
-            last["subject_id"],
-            last["reason"],
-        )
-    return web.json_response({"items": [item_view(r) for r in page], "next_cursor": next_cursor})
-
-
-async def reconciliation_summary(request: web.Request) -> web.Response:
-    authorize(request, "finance:read")
-    query = read_query(request, ReconciliationFilters)
-    rows = await readers.reconciliation_summary_rows(request.app[RUNNER].pool, query)
-    items = [
-        {
-            "reason": r["reason"],
-            "currency": r["currency"],
-            "items": r["items"],
-            "difference": _amount(r["difference"], r["currency"]),
-        }
-        for r in rows
-    ]
-    return web.json_response({"items": items, "open_items": sum(r["items"] for r in rows)})
 
 
 # Past this many, "how far behind" is only "far": the count stays one bounded query.

@@ -5,6 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from adapters.http import audit, finance, health, metrics, queries, subjects, webhooks
+from adapters.http.console import console_app, to_console
 from adapters.http.freshness import JOURNAL, RECONCILIATION, SUBJECTS, fresh
 from adapters.http.openapi import routes as openapi
 
@@ -16,11 +17,19 @@ def add_routes(app: web.Application) -> None:
     router.add_post("/v1/webhooks/{provider}/{token}", webhooks.receive_webhook)
     # Payments and withdrawals: create (intent first, idempotent), read, their events.
     router.add_post("/v1/payments", subjects.create_payment)
-    router.add_get("/v1/payments/{payment_id}", subjects.get_payment)
-    router.add_get("/v1/payments/{payment_id}/events", subjects.subject_events)
+    # Reads of one subject wait for the applier (deliveries answered before them are applied).
+    router.add_get("/v1/payments/{payment_id}", fresh(subjects.get_payment, "payments:read"))
+    router.add_get(
+        "/v1/payments/{payment_id}/events", fresh(subjects.subject_events, "payments:read")
+    )
     router.add_post("/v1/withdrawals", subjects.create_withdrawal)
-    router.add_get("/v1/withdrawals/{withdrawal_id}", subjects.get_withdrawal)
-    router.add_get("/v1/withdrawals/{withdrawal_id}/events", subjects.subject_events)
+    router.add_get(
+        "/v1/withdrawals/{withdrawal_id}", fresh(subjects.get_withdrawal, "withdrawals:read")
+    )
+    router.add_get(
+        "/v1/withdrawals/{withdrawal_id}/events",
+        fresh(subjects.subject_events, "withdrawals:read"),
+    )
     # Lists and finance's reads. Reading your writes (API.md): each waits for the projections
     # it reads to reach the log's head as it was when the request arrived (freshness.py).
     router.add_get("/v1/payments", fresh(queries.list_payments, "payments:read", SUBJECTS))
@@ -29,11 +38,11 @@ def add_routes(app: web.Application) -> None:
     router.add_get("/v1/journal", fresh(queries.journal, "finance:read", JOURNAL))
     router.add_get(
         "/v1/reconciliation/items",
-        fresh(queries.reconciliation_items, "finance:read", RECONCILIATION),
+        fresh(finance.reconciliation_items, "finance:read", RECONCILIATION),
     )
     router.add_get(
         "/v1/reconciliation/summary",
-        fresh(queries.reconciliation_summary, "finance:read", RECONCILIATION),
+        fresh(finance.reconciliation_summary, "finance:read", RECONCILIATION),
     )
     router.add_get("/v1/projections", queries.projections_status)
     # Finance's acts.
@@ -53,3 +62,6 @@ def add_routes(app: web.Application) -> None:
     router.add_get("/metrics", metrics.serve_metrics)
     router.add_get("/healthz", health.healthz)
     router.add_get("/readyz", health.readyz)
+    # The finance console: read-only HTML pages signed in with a finance:read token.
+    router.add_get("/console", to_console)
+    app.add_subapp("/console/", console_app())

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import fields, is_dataclass
+from datetime import datetime
+from decimal import Decimal
 
 from adapters.providers.contract import WebhookBodyInvalid
 from ledger.commands import Translation
@@ -58,10 +60,19 @@ def _bad(value: object, name: str, *, text_checked: bool) -> bool:
         return text_checked and ("\x00" in value or not _encodable(value))
     if isinstance(value, tuple):
         return any(_bad(item, "", text_checked=text_checked) for item in value)
-    names = _field_names(type(value))
-    return any(_bad(getattr(value, n), n, text_checked=text_checked) for n in names)
+    for field_name in _field_names(type(value)):
+        item = getattr(value, field_name)
+        # Amounts, times, flags and absent values hold no text: most fields, skipped here.
+        if (
+            item is not None
+            and not isinstance(item, _NO_TEXT)
+            and _bad(item, field_name, text_checked=text_checked)
+        ):
+            return True
+    return False
 
 
+_NO_TEXT = (Decimal, datetime, bool, int)
 _FIELD_NAMES: dict[type, tuple[str, ...]] = {}
 
 
