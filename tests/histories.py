@@ -200,15 +200,20 @@ class HistoryWriter:
     async def _unmatched(
         self, provider: str, currency: str, amount: Decimal, pick: int, flag: bool, *_: Any
     ) -> None:
+        # As the applier records one: an event in a stream of its own.
         await append_record(
             self.store,
-            f"unmatched-{provider}",
+            f"unmatched-{uuid.uuid4()}",
             "Delivery.Unmatched",
             {
                 "provider": provider,
                 "dedupe_key": uuid.uuid4().hex,
                 "verification": {"outcome": "verified" if flag else "unverified"},
+                "subject_type": "payment",
+                "references": [f"unknown-{pick}"],
                 "deposits": [{"amount": amount, "currency": currency, "confirmed": pick % 2 == 0}],
+                # The providers here sign their deliveries: verified funds are trusted.
+                "funds_trusted": flag,
             },
         )
 

@@ -135,7 +135,7 @@ def compose_services(
     payments = PaymentService(store, adapters, settings, clock=now)
     app[PAYMENTS] = payments
     withdrawals = WithdrawalService(
-        store, adapters, settings, funds=JournalFundsGuard(store.pool, runner)
+        store, adapters, settings, funds=JournalFundsGuard(store.pool, runner, applier.catch_up)
     )
     app[WITHDRAWALS] = withdrawals
     app[RECOVERY] = SubmissionRecovery(adapters, payments, withdrawals)

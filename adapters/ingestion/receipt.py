@@ -16,7 +16,12 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from adapters.ingestion.text import KEPT_HEADERS, header_text, storable, token_hash
-from adapters.providers.contract import ProviderAdapter, WebhookBodyInvalid, WebhookDelivery
+from adapters.providers.contract import (
+    ProviderAdapter,
+    TokenScope,
+    WebhookBodyInvalid,
+    WebhookDelivery,
+)
 from ledger.codec import dumps_canonical
 from ledger.deliveries import ReceiptKind, ReceivedDelivery, Verification, VerificationOutcome
 from ledger.ports import Claim, ClaimTaken, EventStore, NewEvent
@@ -83,8 +88,14 @@ class DeliveryReceipt:
             event_type=translation.event_type,
         )
         namespace = DEDUPE_CLAIM if verification.moves_money else DEDUPE_CLAIM_UNVERIFIED
+        key = f"{provider}:{translation.dedupe_key}"
+        if adapter.webhooks.token_scope is TokenScope.PER_SUBJECT and received.path_token_sha256:
+            # The token is matched to its payment only by the applier: a copy sent first to a
+            # made-up token must not take the genuine delivery's claim, so each token claims
+            # apart (the applier keeps the made-up one unverified).
+            key = f"{key}:{received.path_token_sha256}"
         try:
-            await self._record(received, claim=(namespace, f"{provider}:{translation.dedupe_key}"))
+            await self._record(received, claim=(namespace, key))
         except ClaimTaken:
             await self._record(received, kind=ReceiptKind.DUPLICATE)
             return Receipt(ReceiptKind.DUPLICATE)

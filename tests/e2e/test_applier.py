@@ -18,6 +18,7 @@ from typing import Any
 from uuid import uuid4
 
 from adapters.config import Settings
+from adapters.ingestion import applier as applier_module
 from adapters.ingestion.applier import POSITION_CLAIM, DeliveryApplier
 from adapters.ingestion.receipt import DeliveryReceipt
 from adapters.ingestion.unmatched import UNMATCHED_RECORD, index_namespace
@@ -202,3 +203,27 @@ async def test_an_unmatched_delivery_reads_as_much_with_10000_stored_as_with_non
     await store_unmatched(store, 10_000)
     among_many = await rows_read_for_one_unmatched_delivery(adapters, store)
     assert alone == among_many, (alone, among_many)
+
+
+async def test_a_withdrawal_right_after_an_acknowledged_deposit_counts_that_deposit(
+    store, monkeypatch
+):
+    """The funds check has every delivery received so far applied before it reads the journal:
+    a deposit answered 200 before the withdrawal request is available to it."""
+    # The background applier runs only when something asks for it: the check must ask.
+    monkeypatch.setattr(applier_module, "POLL_SECONDS", 3600)
+    monkeypatch.setattr(DeliveryApplier, "wake", lambda _: None)
+    async with rig(store, (PROVIDER,), background=True) as world:
+        payment = await world.create_payment(PROVIDER)
+        (delivery,) = await world.scenario(PROVIDER, payment["provider_ref"], "full")
+        status, reply = await world.deliver(delivery)
+        assert (200, "received") == (status, reply["outcome"])
+        body = {
+            "provider": PROVIDER,
+            "request_id": "WD-after-deposit",
+            "amount": "10",
+            "currency": payment["expected"]["currency"],
+            "address": "bank-acct-1",
+        }
+        status, reply = await world.ledger.call("POST", "/v1/withdrawals", json=body)
+    assert 201 == status, reply

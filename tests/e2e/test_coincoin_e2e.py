@@ -22,7 +22,9 @@ import pytest
 from adapters.http.keys import ADAPTERS
 from adapters.providers.contract import CreatePaymentRequest
 from adapters.sandbox.coincoin import SandboxConfig, create_sandbox_app
+from ledger.deliveries import ReceiptKind
 from tests.e2e.harness import Ledger, free_port, ledger_with, serve
+from tests.e2e.records import receipts, unmatched
 
 APP_ID = "cc-app-e2e"
 SECRET_KEY = "cc-secret-e2e-77"
@@ -134,7 +136,9 @@ async def event_types(world: World, payment_id: str) -> list[str]:
 
 
 async def deliveries(world: World, payment_id: str) -> list[dict]:
-    """Each delivery recorded in the payment's own stream, as the ledger stored it."""
+    """Each delivery recorded in the payment's own stream, as the ledger stored it (once the
+    applier has applied every delivery received so far)."""
+    await world.ledger.applied()
     return [
         json.loads(e.payload)["delivery"]
         for e in await world.ledger.store.read_stream(payment_id)
@@ -142,8 +146,15 @@ async def deliveries(world: World, payment_id: str) -> list[dict]:
     ]
 
 
-async def records(world: World, stream_id: str) -> list[dict]:
-    return [json.loads(e.payload) for e in await world.ledger.store.read_stream(stream_id)]
+async def receipts_of(world: World, kind: ReceiptKind) -> list[dict]:
+    """CoinCoin's deliveries recorded on receipt as `kind`, each in a stream of its own."""
+    return await receipts(world.ledger.store, kind, "coincoin")
+
+
+async def unmatched_records(world: World) -> list[dict]:
+    """CoinCoin's deliveries held unmatched, once the applier has applied them."""
+    await world.ledger.applied()
+    return await unmatched(world.ledger.store, "coincoin")
 
 
 def money(payment: dict) -> dict:
@@ -234,16 +245,23 @@ async def test_a_scenario_ends_in_the_right_state_and_amounts(
     assert (D0, D0) == (after["pending"], after["unverified"])
     assert deposits == [d["amount"] for d in after["deposits"]]
     assert all(d["verified"] for d in after["deposits"])
-    assert len(sent) == len(await deliveries(world, payment["payment_id"]))
+    # Each delivery recorded once: received (and then kept in the payment's stream), or a copy
+    # of one received before, caught on receipt as a duplicate.
+    received = await receipts_of(world, ReceiptKind.RECEIVED)
+    copies = await receipts_of(world, ReceiptKind.DUPLICATE)
+    assert len(sent) == len(received) + len(copies)
+    assert len(received) == len(await deliveries(world, payment["payment_id"]))
 
 
 async def test_a_duplicate_delivery_is_acknowledged_recorded_and_changes_nothing(world):
     payment = await create(world, "ORDER_dup")
     sent = await scenario(world, payment["provider_ref"], "duplicate")
     assert sent[0]["body"] == sent[1]["body"]
-    assert ["verified", "duplicate"] == [
-        d["outcome"] for d in await deliveries(world, payment["payment_id"])
-    ]
+    # The copy is caught on receipt: recorded as a duplicate receipt, not in the payment's stream.
+    (recorded,) = await deliveries(world, payment["payment_id"])
+    assert "verified" == recorded["outcome"]
+    (copy,) = await receipts_of(world, ReceiptKind.DUPLICATE)
+    assert (sent[1]["body"], recorded["dedupe_key"]) == (copy["body"], copy["dedupe_key"])
     types = await event_types(world, payment["payment_id"])
     assert 1 == types.count("Payment.DepositDetected")
     before = await view(world, payment["payment_id"])
@@ -252,7 +270,8 @@ async def test_a_duplicate_delivery_is_acknowledged_recorded_and_changes_nothing
     assert (200, "duplicate") == (status, reply["outcome"])
 
     assert money(before) == money(await view(world, payment["payment_id"]))
-    assert [*types, "Payment.DeliveryRecorded"] == await event_types(world, payment["payment_id"])
+    assert types == await event_types(world, payment["payment_id"])
+    assert 2 == len(await receipts_of(world, ReceiptKind.DUPLICATE))
 
 
 async def test_the_ledgers_clock_expires_a_payment_coincoin_says_nothing_about(world):
@@ -383,7 +402,7 @@ async def test_a_delivery_without_the_portal_token_is_recorded_unverified_and_mo
     assert [(EXPECTED, False)] == [(d["amount"], d["verified"]) for d in after["deposits"]]
     recorded = await deliveries(world, payment["payment_id"])
     assert [("unverified", reason)] * 2 == [(d["outcome"], d["subject_check"]) for d in recorded]
-    assert [] == await records(world, "deliveries-rejected-coincoin")
+    assert [] == await receipts_of(world, ReceiptKind.REJECTED)
 
 
 async def test_the_genuine_delivery_counts_after_an_unauthenticated_copy_of_it(world):
@@ -413,24 +432,30 @@ async def test_a_tokened_delivery_naming_another_address_moves_no_money(world):
 
     status, reply = await world.deliver(body.encode())
 
-    assert (200, "unverified") == (status, reply["outcome"])
+    assert (200, "received") == (status, reply["outcome"])
     after = await view(world, payment["payment_id"])
     assert (D0, EXPECTED, "unpaid") == (after["received"], after["unverified"], after["coverage"])
     (recorded,) = await deliveries(world, payment["payment_id"])
-    assert ("address_mismatch", body) == (recorded["subject_check"], recorded["body"])
+    assert ("unverified", "address_mismatch", body) == (
+        recorded["outcome"],
+        recorded["subject_check"],
+        recorded["body"],
+    )
 
 
 async def test_a_hand_written_tokened_delivery_is_accepted(world):
     """The baseline for the refusals: the same construction, to the tokened URL, moves money."""
     payment = await known_payment(world, "ORDER_baseline")
     status, reply = await world.deliver(body_for(payment).encode())
-    assert (200, "accepted") == (status, reply["outcome"])
+    assert (200, "received") == (status, reply["outcome"])
     after = await view(world, payment["payment_id"])
     assert ("completed", "exact", EXPECTED) == (
         after["status"],
         after["coverage"],
         after["received"],
     )
+    (recorded,) = await deliveries(world, payment["payment_id"])
+    assert ("verified", "") == (recorded["outcome"], recorded["subject_check"])
 
 
 # --- bad deliveries over HTTP --------------------------------------------------------------------
@@ -467,7 +492,7 @@ async def test_a_body_not_of_coincoins_shape_is_400_recorded_raw_and_moves_no_mo
     status, reply = await world.deliver(body.encode(), world.webhook_url(token))
 
     assert (400, 400) == (status, reply["status"])
-    (invalid,) = await records(world, "deliveries-invalid-coincoin")
+    (invalid,) = await receipts_of(world, ReceiptKind.INVALID)
     assert (reason, body) == (invalid["reason"], invalid["body"])
     after = await view(world, payment["payment_id"])
     assert (D0, D0, "unpaid") == (after["received"], after["unverified"], after["coverage"])
@@ -480,8 +505,9 @@ async def test_an_oversized_body_is_413_and_nothing_is_recorded(world):
     types_before = await event_types(world, payment["payment_id"])
     status, reply = await world.deliver(body.encode())
     assert (413, 413) == (status, reply["status"])
-    for stream in ("deliveries-invalid-coincoin", "unmatched-coincoin"):
-        assert [] == await records(world, stream)
+    for kind in ReceiptKind:
+        assert [] == await receipts_of(world, kind)
+    assert [] == await unmatched_records(world)
     assert types_before == await event_types(world, payment["payment_id"])
     assert D0 == (await view(world, payment["payment_id"]))["received"]
 
@@ -500,12 +526,14 @@ async def test_a_delivery_for_an_unknown_payment_is_200_unmatched_and_recorded_o
     body = body_for(stranger)
 
     status, reply = await world.deliver(body.encode())
-    assert (200, "unmatched") == (status, reply["outcome"])
+    assert (200, "received") == (status, reply["outcome"])
     status, reply = await world.deliver(body.encode())
     assert (200, "duplicate") == (status, reply["outcome"])
 
-    (unmatched,) = await records(world, "unmatched-coincoin")
-    assert (["NOT_OUR_ORDER_01"], body) == (unmatched["references"], unmatched["body"])
+    (held,) = await unmatched_records(world)
+    assert (["NOT_OUR_ORDER_01"], body) == (held["references"], held["body"])
+    (copy,) = await receipts_of(world, ReceiptKind.DUPLICATE)
+    assert body == copy["body"]
 
 
 async def test_an_unmatched_delivery_is_applied_when_its_payment_appears(world):
@@ -514,7 +542,9 @@ async def test_an_unmatched_delivery_is_applied_when_its_payment_appears(world):
     order_id = f"ORDER_early_{uuid.uuid4().hex[:8]}"
     early = {"provider_ref": order_id, "address": "TEarlyAddress"}
     status, reply = await world.deliver(body_for(early).encode())
-    assert (200, "unmatched") == (status, reply["outcome"])
+    assert (200, "received") == (status, reply["outcome"])
+    (held,) = await unmatched_records(world)
+    assert [order_id] == held["references"]
 
     payment = await create(world, order_id)
 
@@ -544,10 +574,13 @@ async def test_a_genuine_early_delivery_counts_after_an_unauthenticated_copy_of_
         record_nothing,
     )
     body = body_for({"provider_ref": order.provider_ref, "address": order.pay_address}).encode()
-    assert (200, "unmatched") == _outcome(await world.deliver(body, world.webhook_url(None)))
-    assert (200, "unmatched") == _outcome(await world.deliver(body))
+    assert (200, "received") == _outcome(await world.deliver(body, world.webhook_url(None)))
+    assert (200, "received") == _outcome(await world.deliver(body))
     assert (200, "duplicate") == _outcome(await world.deliver(body))
     assert (200, "duplicate") == _outcome(await world.deliver(body, world.webhook_url(None)))
+    # Both copies held unmatched: the genuine one not taken as the unauthenticated one's copy.
+    held = await unmatched_records(world)
+    assert ["unverified", "verified"] == sorted(h["verification"]["outcome"] for h in held)
 
     payment = await create(world, order_id)
 

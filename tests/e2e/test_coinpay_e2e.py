@@ -21,7 +21,9 @@ from typing import Any
 import pytest
 
 from adapters.sandbox.coinpay import SandboxConfig, create_sandbox_app
+from ledger.deliveries import ReceiptKind
 from tests.e2e.harness import Ledger, free_port, ledger_with, serve
+from tests.e2e.records import receipts, unmatched
 
 SECRET = "whsec_coinpay_e2e"
 USERNAME = "merchant-e2e"
@@ -131,7 +133,9 @@ async def event_types(world: World, payment_id: str) -> list[str]:
 
 
 async def delivery_outcomes(world: World, stream_id: str) -> list[str]:
-    """The outcome each recorded delivery got in a payment's or withdrawal's own stream."""
+    """The outcome each recorded delivery got in a payment's or withdrawal's own stream (once
+    the applier has applied every delivery received so far)."""
+    await world.ledger.applied()
     return [
         json.loads(e.payload)["delivery"]["outcome"]
         for e in await world.ledger.store.read_stream(stream_id)
@@ -139,8 +143,15 @@ async def delivery_outcomes(world: World, stream_id: str) -> list[str]:
     ]
 
 
-async def records(world: World, stream_id: str) -> list[dict]:
-    return [json.loads(e.payload) for e in await world.ledger.store.read_stream(stream_id)]
+async def receipts_of(world: World, kind: ReceiptKind) -> list[dict]:
+    """CoinPay's deliveries recorded on receipt as `kind`, each in a stream of its own."""
+    return await receipts(world.ledger.store, kind, "coinpay")
+
+
+async def unmatched_records(world: World) -> list[dict]:
+    """CoinPay's deliveries held unmatched, once the applier has applied them."""
+    await world.ledger.applied()
+    return await unmatched(world.ledger.store, "coinpay")
 
 
 def money(payment: dict) -> dict:
@@ -210,7 +221,10 @@ async def test_a_duplicate_delivery_is_acknowledged_recorded_and_changes_nothing
     payment = await create(world, "ORDER-dup")
     sent = await scenario(world, payment["provider_ref"], "duplicate")
     assert sent[0]["body"] == sent[1]["body"]  # byte for byte the same delivery
-    assert ["verified", "duplicate"] == await delivery_outcomes(world, payment["payment_id"])
+    # The copy is caught on receipt: recorded as a duplicate receipt, not in the payment's stream.
+    assert ["verified"] == await delivery_outcomes(world, payment["payment_id"])
+    (copy,) = await receipts_of(world, ReceiptKind.DUPLICATE)
+    assert (sent[1]["body"], "verified") == (copy["body"], copy["verification"]["outcome"])
     types = await event_types(world, payment["payment_id"])
     assert 1 == types.count("Payment.DepositDetected")
     before = await view(world, payment["payment_id"])
@@ -221,7 +235,8 @@ async def test_a_duplicate_delivery_is_acknowledged_recorded_and_changes_nothing
 
     after = await view(world, payment["payment_id"])
     assert money(before) == money(after)
-    assert [*types, "Payment.DeliveryRecorded"] == await event_types(world, payment["payment_id"])
+    assert types == await event_types(world, payment["payment_id"])
+    assert 2 == len(await receipts_of(world, ReceiptKind.DUPLICATE))
 
 
 async def test_expiry_without_funds_is_the_ledgers_own_clock(world):
@@ -388,9 +403,13 @@ async def test_a_duplicate_payout_delivery_and_a_failure_after_completion_change
         after["reserved"],
         after["failure_reason"],
     )
-    assert ["verified", "duplicate", "not_applied"] == await delivery_outcomes(
+    # The copy was caught on receipt (a duplicate receipt of its own); the failure, received,
+    # is kept in the withdrawal's stream as not applied.
+    assert ["verified", "not_applied"] == await delivery_outcomes(
         world, withdrawal["withdrawal_id"]
     )
+    (copy,) = await receipts_of(world, ReceiptKind.DUPLICATE)
+    assert sent["body"] == copy["body"]
 
 
 # --- bad deliveries over HTTP --------------------------------------------------------------------
@@ -401,13 +420,14 @@ async def test_a_hand_signed_delivery_is_accepted(world):
     payment = await create(world, "ORDER-baseline")
     body = completed_body(payment["provider_ref"])
     status, reply = await world.deliver(body.encode(), signed(body))
-    assert (200, "accepted") == (status, reply["outcome"])
+    assert (200, "received") == (status, reply["outcome"])
     after = await view(world, payment["payment_id"])
     assert ("completed", "exact", "120.500000") == (
         after["status"],
         after["coverage"],
         after["received"],
     )
+    assert ["verified"] == await delivery_outcomes(world, payment["payment_id"])
 
 
 @pytest.mark.parametrize(
@@ -443,7 +463,7 @@ async def test_a_bad_signature_is_401_recorded_and_moves_no_money(world, case, r
 
     assert 401 == status
     assert 401 == reply["status"]
-    (rejected,) = await records(world, "deliveries-rejected-coinpay")
+    (rejected,) = await receipts_of(world, ReceiptKind.REJECTED)
     assert (reason, body) == (rejected["reason"], rejected["body"])
     after = await view(world, payment["payment_id"])
     assert ("pending", "unpaid", D0, claimed) == (
@@ -462,8 +482,9 @@ async def test_a_bad_signature_is_401_recorded_and_moves_no_money(world, case, r
     # A refused copy takes nothing from the genuine delivery that follows it.
     genuine = completed_body(payment["provider_ref"])
     status, reply = await world.deliver(genuine.encode(), signed(genuine))
-    assert (200, "accepted") == (status, reply["outcome"])
+    assert (200, "received") == (status, reply["outcome"])
     assert "120.500000" == (await view(world, payment["payment_id"]))["received"]
+    assert ["unverified", "verified"] == await delivery_outcomes(world, payment["payment_id"])
 
 
 @pytest.mark.parametrize(
@@ -499,9 +520,9 @@ async def test_a_body_not_of_coinpays_shape_is_400_recorded_raw_and_moves_no_mon
     status, reply = await world.deliver(body.encode(), signed(body))
 
     assert (400, 400) == (status, reply["status"])
-    (invalid,) = await records(world, "deliveries-invalid-coinpay")
+    (invalid,) = await receipts_of(world, ReceiptKind.INVALID)
     assert (reason, body) == (invalid["reason"], invalid["body"])
-    assert [] == await records(world, "deliveries-rejected-coinpay")
+    assert [] == await receipts_of(world, ReceiptKind.REJECTED)
     after = await view(world, payment["payment_id"])
     assert (D0, "unpaid") == (after["received"], after["coverage"])
     assert types_before == await event_types(world, payment["payment_id"])
@@ -519,8 +540,8 @@ async def test_an_oversized_body_is_413_and_nothing_is_recorded(world):
     )
     status, reply = await world.deliver(body.encode(), signed(body))
     assert (413, 413) == (status, reply["status"])
-    for kind in ("rejected", "invalid"):
-        assert [] == await records(world, f"deliveries-{kind}-coinpay")
+    for kind in ReceiptKind:
+        assert [] == await receipts_of(world, kind)
     assert D0 == (await view(world, payment["payment_id"]))["received"]
 
 
@@ -536,9 +557,11 @@ async def test_a_delivery_for_an_unknown_payment_is_200_unmatched_and_recorded_o
     body = completed_body(unknown)
 
     status, reply = await world.deliver(body.encode(), signed(body))
-    assert (200, "unmatched") == (status, reply["outcome"])
+    assert (200, "received") == (status, reply["outcome"])
     status, reply = await world.deliver(body.encode(), signed(body))
     assert (200, "duplicate") == (status, reply["outcome"])
 
-    (unmatched,) = await records(world, "unmatched-coinpay")
-    assert ([unknown], body) == (unmatched["references"], unmatched["body"])
+    (held,) = await unmatched_records(world)
+    assert ([unknown], body) == (held["references"], held["body"])
+    (copy,) = await receipts_of(world, ReceiptKind.DUPLICATE)
+    assert body == copy["body"]

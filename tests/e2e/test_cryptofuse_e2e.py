@@ -20,7 +20,9 @@ from adapters.providers.cryptofuse.webhooks import sign
 from adapters.sandbox import cryptofuse as cryptofuse_sandbox
 from adapters.sandbox.cryptofuse import SandboxConfig, create_sandbox_app
 from ledger.codec import decode_document
+from ledger.deliveries import ReceiptKind
 from tests.e2e.harness import free_port, ledger_with, serve
+from tests.e2e.records import receipts, unmatched
 
 PROVIDER = "cryptofuse"
 WEBHOOK_PATH = f"/v1/webhooks/{PROVIDER}"
@@ -143,7 +145,9 @@ async def event_types(ledger, payment_id: str) -> list[str]:
 
 
 async def deliveries_recorded(ledger, stream_id: str) -> list[dict]:
-    """The delivery documents recorded in a payment's or withdrawal's stream, oldest first."""
+    """The delivery documents recorded in a payment's or withdrawal's stream, oldest first (once
+    the applier has applied every delivery received so far)."""
+    await ledger.applied()
     return [
         decode_document(e.payload)["delivery"]
         for e in await ledger.store.read_stream(stream_id)
@@ -153,6 +157,17 @@ async def deliveries_recorded(ledger, stream_id: str) -> list[dict]:
 
 async def records(ledger, stream_id: str) -> list[dict]:
     return [decode_document(e.payload) for e in await ledger.store.read_stream(stream_id)]
+
+
+async def receipts_of(ledger, kind: ReceiptKind) -> list[dict]:
+    """Cryptofuse's deliveries recorded on receipt as `kind`, each in a stream of its own."""
+    return await receipts(ledger.store, kind, PROVIDER)
+
+
+async def unmatched_records(ledger) -> list[dict]:
+    """Cryptofuse's deliveries held unmatched, once the applier has applied them."""
+    await ledger.applied()
+    return await unmatched(ledger.store, PROVIDER)
 
 
 async def wait_for_deliveries(ledger, payment_id: str, count: int) -> None:
@@ -359,8 +374,11 @@ async def test_scenario_ends_in_the_right_state(
     assert deposits == len(view["deposits"])
     assert all(d["confirmed"] and d["verified"] for d in view["deposits"])
     assert [late] * deposits == [d["late"] for d in view["deposits"]]
-    # Every delivery is kept in the payment's own stream.
-    assert len(sent) == len(await deliveries_recorded(ledger, payment["payment_id"]))
+    # Every delivery is kept: in the payment's own stream once received, or as a duplicate
+    # receipt when it is a copy of one received before.
+    copies = await receipts_of(ledger, ReceiptKind.DUPLICATE)
+    assert len(sent) == len(await deliveries_recorded(ledger, payment["payment_id"])) + len(copies)
+    assert len(sent) == len(await receipts_of(ledger, ReceiptKind.RECEIVED)) + len(copies)
 
 
 async def test_a_payment_in_another_crypto_completes(ledger):
@@ -406,8 +424,11 @@ async def test_a_duplicate_delivery_is_acknowledged_and_changes_nothing(ledger):
     payment = await create(ledger, "ORDER_dup")
     sent = await scenario(ledger, payment["provider_ref"], "duplicate")
     outcomes = [d["outcome"] for d in await deliveries_recorded(ledger, payment["payment_id"])]
-    # The sandbox sent the final webhook twice: the second is recorded as a duplicate.
-    assert ["verified", "verified", "duplicate"] == outcomes
+    # The sandbox sent the final webhook twice: the second is caught on receipt and recorded
+    # as a duplicate receipt of its own, not in the payment's stream.
+    assert ["verified", "verified"] == outcomes
+    (copy,) = await receipts_of(ledger, ReceiptKind.DUPLICATE)
+    assert sent[-1]["body"] == copy["body"]
     before = await view_of(ledger, payment["payment_id"])
     for delivery in sent:  # and every one of them once more, byte for byte
         raw = delivery["body"].encode()
@@ -415,6 +436,8 @@ async def test_a_duplicate_delivery_is_acknowledged_and_changes_nothing(ledger):
         assert (200, "duplicate") == (status, reply["outcome"])
     after = await view_of(ledger, payment["payment_id"])
     assert money(before) == money(after)
+    assert 2 == len(await deliveries_recorded(ledger, payment["payment_id"]))
+    assert 1 + len(sent) == len(await receipts_of(ledger, ReceiptKind.DUPLICATE))
     assert ("completed", "exact", "100.000000") == (
         after["status"],
         after["coverage"],
@@ -570,7 +593,7 @@ async def test_a_delivery_without_a_valid_signature_is_401_recorded_and_moves_no
     status, reply = await post_webhook(ledger, body, headers)
     assert 401 == status, reply
     assert 401 == reply["status"]
-    (attempt,) = await records(ledger, f"deliveries-rejected-{PROVIDER}")
+    (attempt,) = await receipts_of(ledger, ReceiptKind.REJECTED)
     assert (reason, body.decode()) == (attempt["reason"], attempt["body"])
     after = await view_of(ledger, payment["payment_id"])
     moved = ("status", "coverage", "late", "received", "pending", "outstanding", "overpaid")
@@ -587,13 +610,15 @@ async def test_the_same_body_correctly_signed_does_move_money(ledger):
     payment = await create(ledger, "ORDER_sig_ok")
     body = completed_body(payment["provider_ref"])
     status, reply = await post_webhook(ledger, body, signed(body))
-    assert (200, "accepted") == (status, reply["outcome"])
+    assert (200, "received") == (status, reply["outcome"])
     view = await view_of(ledger, payment["payment_id"])
     assert ("completed", "exact", "100.000000") == (
         view["status"],
         view["coverage"],
         view["received"],
     )
+    recorded = await deliveries_recorded(ledger, payment["payment_id"])
+    assert ["verified"] == [d["outcome"] for d in recorded]
 
 
 @pytest.mark.parametrize(
@@ -619,7 +644,7 @@ async def test_a_signed_body_that_is_not_a_cryptofuse_webhook_is_400_and_recorde
     before = await view_of(ledger, payment["payment_id"])
     status, reply = await post_webhook(ledger, body, signed(body))
     assert 400 == status, reply
-    (attempt,) = await records(ledger, f"deliveries-invalid-{PROVIDER}")
+    (attempt,) = await receipts_of(ledger, ReceiptKind.INVALID)
     assert (reason, body.decode()) == (attempt["reason"], attempt["body"])
     assert money(before) == money(await view_of(ledger, payment["payment_id"]))
 
@@ -627,8 +652,8 @@ async def test_a_signed_body_that_is_not_a_cryptofuse_webhook_is_400_and_recorde
 async def test_an_unsigned_malformed_body_is_401_because_the_signature_is_checked_first(ledger):
     status, _ = await post_webhook(ledger, b"{not json", {})
     assert 401 == status
-    assert [] == await records(ledger, f"deliveries-invalid-{PROVIDER}")
-    (attempt,) = await records(ledger, f"deliveries-rejected-{PROVIDER}")
+    assert [] == await receipts_of(ledger, ReceiptKind.INVALID)
+    (attempt,) = await receipts_of(ledger, ReceiptKind.REJECTED)
     assert "signature_missing" == attempt["reason"]
 
 
@@ -646,13 +671,15 @@ async def test_an_oversized_body_is_413_and_moves_no_money(ledger):
 async def test_a_delivery_for_an_unknown_payment_is_200_unmatched_and_recorded(ledger):
     body = completed_body("00000000-0000-4000-8000-00000000dead")
     status, reply = await post_webhook(ledger, body, signed(body))
-    assert (200, "unmatched") == (status, reply["outcome"])
-    (record,) = await records(ledger, f"unmatched-{PROVIDER}")
+    assert (200, "received") == (status, reply["outcome"])
+    (record,) = await unmatched_records(ledger)
     assert ("payment", body.decode()) == (record["subject_type"], record["body"])
-    # Delivered again: acknowledged, recorded once.
+    # Delivered again: acknowledged, held unmatched once (the copy is a duplicate receipt).
     status, reply = await post_webhook(ledger, body, signed(body))
     assert (200, "duplicate") == (status, reply["outcome"])
-    assert 1 == len(await records(ledger, f"unmatched-{PROVIDER}"))
+    assert 1 == len(await unmatched_records(ledger))
+    (copy,) = await receipts_of(ledger, ReceiptKind.DUPLICATE)
+    assert body.decode() == copy["body"]
 
 
 async def test_a_webhook_for_an_unconfigured_provider_is_404(ledger):

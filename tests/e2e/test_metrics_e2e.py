@@ -35,14 +35,20 @@ def value(samples: dict, name: str, **labels: str) -> float:
 async def test_the_delivery_counter_moves_when_a_delivery_arrives(world):
     payment = await world.pay("coincoin", "MET_delivery", "120.50", "USDT")
     before = await scrape(world)
-    counted = {"provider": "coincoin", "outcome": "accepted"}
+    counted = {"provider": "coincoin", "outcome": "received"}
     assert 0 == value(before, "ledger_webhook_deliveries_total", **counted)
+    assert 0 == value(before, "ledger_deliveries_applied_total", outcome="accepted")
 
     sent = await world.scenario("coincoin", payment["provider_ref"], "partial")
 
     after = await scrape(world)
     assert sent, "the scenario delivered nothing"
     assert len(sent) == value(after, "ledger_webhook_deliveries_total", **counted)
+    # Once applied, each counts as applied to its payment, its lag from receipt observed.
+    await world.ledger.applied()
+    applied = await scrape(world)
+    assert len(sent) == value(applied, "ledger_deliveries_applied_total", outcome="accepted")
+    assert len(sent) == value(applied, "ledger_applier_lag_seconds_count")
 
 
 async def test_metrics_count_appends_requests_provider_calls_projections_and_open_items(world):

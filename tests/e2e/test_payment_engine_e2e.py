@@ -22,7 +22,9 @@ from adapters.providers.http_client import dumps_exact
 from adapters.sandbox import payment_engine as payment_engine_sandbox
 from adapters.sandbox.payment_engine import SandboxConfig, create_sandbox_app
 from ledger.codec import decode_document
+from ledger.deliveries import ReceiptKind
 from tests.e2e.harness import free_port, ledger_with, serve
+from tests.e2e.records import receipts, unmatched
 
 PROVIDER = "payment_engine"
 WEBHOOK_PATH = f"/v1/webhooks/{PROVIDER}"
@@ -153,7 +155,9 @@ async def event_types(ledger, payment_id: str) -> list[str]:
 
 
 async def deliveries_recorded(ledger, stream_id: str) -> list[dict]:
-    """The delivery documents recorded in a payment's or withdrawal's stream, oldest first."""
+    """The delivery documents recorded in a payment's or withdrawal's stream, oldest first (once
+    the applier has applied every delivery received so far)."""
+    await ledger.applied()
     return [
         decode_document(e.payload)["delivery"]
         for e in await ledger.store.read_stream(stream_id)
@@ -162,7 +166,20 @@ async def deliveries_recorded(ledger, stream_id: str) -> list[dict]:
 
 
 async def records(ledger, stream_id: str) -> list[dict]:
+    """A stream's documents, once the applier has applied every delivery received so far."""
+    await ledger.applied()
     return [decode_document(e.payload) for e in await ledger.store.read_stream(stream_id)]
+
+
+async def receipts_of(ledger, kind: ReceiptKind) -> list[dict]:
+    """Payment Engine's deliveries recorded on receipt as `kind`, each in a stream of its own."""
+    return await receipts(ledger.store, kind, PROVIDER)
+
+
+async def unmatched_records(ledger) -> list[dict]:
+    """Payment Engine's deliveries held unmatched, once the applier has applied them."""
+    await ledger.applied()
+    return await unmatched(ledger.store, PROVIDER)
 
 
 async def provider_requests(ledger) -> list[tuple[str, str]]:
@@ -301,8 +318,11 @@ async def test_scenario_ends_in_the_right_state(
     assert deposits == sorted(d["amount"] for d in view["deposits"])
     assert all(d["confirmed"] and d["verified"] for d in view["deposits"])
     assert [late] * len(deposits) == [d["late"] for d in view["deposits"]]
-    # Every delivery is kept in the payment's own stream, the duplicate too.
-    assert len(sent) == len(await deliveries_recorded(ledger, payment["payment_id"]))
+    # Every delivery is kept: in the payment's own stream once received, or as a duplicate
+    # receipt when it is a copy of one received before.
+    copies = await receipts_of(ledger, ReceiptKind.DUPLICATE)
+    assert len(sent) == len(await deliveries_recorded(ledger, payment["payment_id"])) + len(copies)
+    assert len(sent) == len(await receipts_of(ledger, ReceiptKind.RECEIVED)) + len(copies)
 
 
 async def test_several_deposits_leave_the_same_payment_in_either_order(ledger):
@@ -330,14 +350,19 @@ async def test_a_duplicate_delivery_is_acknowledged_and_changes_nothing(ledger):
     payment = await create(ledger, "ORDER_dup")
     sent = await scenario(ledger, payment["provider_ref"], "duplicate")
     outcomes = [d["outcome"] for d in await deliveries_recorded(ledger, payment["payment_id"])]
-    # The sandbox sent the same event (same eventId) twice: the second is a duplicate.
-    assert ["verified", "duplicate"] == outcomes
+    # The sandbox sent the same event (same eventId) twice: the second is caught on receipt as a
+    # duplicate, recorded as a receipt of its own and not in the payment's stream.
+    assert ["verified"] == outcomes
+    (copy,) = await receipts_of(ledger, ReceiptKind.DUPLICATE)
+    assert sent[1]["body"] == copy["body"]
     before = await view_of(ledger, payment["payment_id"])
     raw = sent[0]["body"].encode()
     status, reply = await post_webhook(ledger, raw, signed(raw))  # and once more, by hand
     assert (200, "duplicate") == (status, reply["outcome"])
     after = await view_of(ledger, payment["payment_id"])
     assert money(before) == money(after)
+    assert 1 == len(await deliveries_recorded(ledger, payment["payment_id"]))
+    assert 2 == len(await receipts_of(ledger, ReceiptKind.DUPLICATE))
     assert ("completed", "exact", "100.00") == (
         after["status"],
         after["coverage"],
@@ -499,7 +524,7 @@ async def test_a_balance_webhook_is_recorded_as_a_provider_reported_balance(ledg
     status, _ = await post_webhook(ledger, forged, signed(forged, "not-the-secret"))
     assert 401 == status
     assert 1 == len(await records(ledger, stream))
-    assert 1 == len(await records(ledger, f"deliveries-rejected-{PROVIDER}"))
+    assert 1 == len(await receipts_of(ledger, ReceiptKind.REJECTED))
 
 
 # ---------------------------------------------------------------- bad input over HTTP
@@ -534,7 +559,7 @@ async def test_a_delivery_without_a_valid_signature_is_401_recorded_and_moves_no
     status, reply = await post_webhook(ledger, body, headers)
     assert 401 == status, reply
     assert 401 == reply["status"]
-    (attempt,) = await records(ledger, f"deliveries-rejected-{PROVIDER}")
+    (attempt,) = await receipts_of(ledger, ReceiptKind.REJECTED)
     assert (reason, body.decode()) == (attempt["reason"], attempt["body"])
     after = await view_of(ledger, payment["payment_id"])
     moved = ("status", "coverage", "late", "received", "pending", "outstanding", "overpaid")
@@ -551,9 +576,11 @@ async def test_the_same_body_correctly_signed_does_move_money(ledger):
     payment = await create(ledger, "ORDER_sig_ok")
     body = completed_body(payment["provider_ref"], payment["order_id"])
     status, reply = await post_webhook(ledger, body, signed(body))
-    assert (200, "accepted") == (status, reply["outcome"])
+    assert (200, "received") == (status, reply["outcome"])
     view = await view_of(ledger, payment["payment_id"])
     assert ("completed", "exact", "100.00") == (view["status"], view["coverage"], view["received"])
+    recorded = await deliveries_recorded(ledger, payment["payment_id"])
+    assert ["verified"] == [d["outcome"] for d in recorded]
 
 
 @pytest.mark.parametrize(
@@ -580,7 +607,7 @@ async def test_a_signed_body_that_is_not_a_payment_engine_event_is_400_and_recor
     before = await view_of(ledger, payment["payment_id"])
     status, reply = await post_webhook(ledger, body, signed(body))
     assert 400 == status, reply
-    (attempt,) = await records(ledger, f"deliveries-invalid-{PROVIDER}")
+    (attempt,) = await receipts_of(ledger, ReceiptKind.INVALID)
     assert (reason, body.decode()) == (attempt["reason"], attempt["body"])
     assert money(before) == money(await view_of(ledger, payment["payment_id"]))
 
@@ -588,8 +615,8 @@ async def test_a_signed_body_that_is_not_a_payment_engine_event_is_400_and_recor
 async def test_an_unsigned_malformed_body_is_401_because_the_signature_is_checked_first(ledger):
     status, _ = await post_webhook(ledger, b"{not json", {})
     assert 401 == status
-    assert [] == await records(ledger, f"deliveries-invalid-{PROVIDER}")
-    (attempt,) = await records(ledger, f"deliveries-rejected-{PROVIDER}")
+    assert [] == await receipts_of(ledger, ReceiptKind.INVALID)
+    (attempt,) = await receipts_of(ledger, ReceiptKind.REJECTED)
     assert "signature_missing" == attempt["reason"]
 
 
@@ -607,12 +634,14 @@ async def test_an_oversized_body_is_413_and_moves_no_money(ledger):
 async def test_a_delivery_for_an_unknown_payment_is_200_unmatched_and_recorded(ledger):
     body = completed_body("txn_nobody_knows", "ORDER_nobody_knows")
     status, reply = await post_webhook(ledger, body, signed(body))
-    assert (200, "unmatched") == (status, reply["outcome"])
-    (record,) = await records(ledger, f"unmatched-{PROVIDER}")
+    assert (200, "received") == (status, reply["outcome"])
+    (record,) = await unmatched_records(ledger)
     assert ("payment", body.decode()) == (record["subject_type"], record["body"])
     status, reply = await post_webhook(ledger, body, signed(body))
     assert (200, "duplicate") == (status, reply["outcome"])
-    assert 1 == len(await records(ledger, f"unmatched-{PROVIDER}"))
+    assert 1 == len(await unmatched_records(ledger))
+    (copy,) = await receipts_of(ledger, ReceiptKind.DUPLICATE)
+    assert body.decode() == copy["body"]
 
 
 async def test_an_event_type_the_document_does_not_name_is_recorded_and_moves_nothing(ledger):
@@ -621,10 +650,13 @@ async def test_an_event_type_the_document_does_not_name_is_recorded_and_moves_no
         b"transaction.completed", b"transaction.refunded"
     )
     status, reply = await post_webhook(ledger, body, signed(body))
-    assert (200, "accepted") == (status, reply["outcome"])
-    (record,) = await records(ledger, f"deliveries-without-facts-{PROVIDER}")
+    assert (200, "received") == (status, reply["outcome"])
+    # Its receipt is all that is kept of it: no fact to apply, to its payment or as unmatched.
+    (record,) = await receipts_of(ledger, ReceiptKind.RECEIVED)
     assert ("transaction.refunded", body.decode()) == (record["event_type"], record["body"])
     assert "0.00" == (await view_of(ledger, payment["payment_id"]))["received"]
+    assert [] == await deliveries_recorded(ledger, payment["payment_id"])
+    assert [] == await unmatched_records(ledger)
 
 
 # ---------------------------------------------------------------- outbound calls

@@ -4,8 +4,9 @@ clients have a status query: CoinPay, Cryptofuse and Payment Engine.
 
 Each test has a sandbox pay (or not pay) a payment created through the ledger, captures the
 sandbox's genuine webhooks, and sends the ledger only copies with a wrong signature: 401, kept
-unverified in the payment's stream. The test drives `ProviderQueries` itself (the service runs
-it in the background), so every query is one the test asked for.
+unverified in the payment's stream once the applier has applied it. The test drives
+`ProviderQueries` itself (the service runs it in the background), so every query is one the test
+asked for.
 """
 
 from __future__ import annotations
@@ -16,21 +17,26 @@ import dataclasses
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
 import aiohttp
 import pytest
 
+from adapters.ingestion import applier as applier_module
+from adapters.ingestion.applier import DeliveryApplier
+from adapters.ingestion.receipt import DeliveryReceipt
 from adapters.providers.http_client import dumps_exact
 from adapters.providers.registry import build_adapters
-from adapters.services.ingestion import WebhookIngestion
 from adapters.services.provider_queries import ProviderQueries
 from adapters.services.query_schedule import QueryPolicy
 from adapters.storage.postgres_store import PostgresEventStore
 from ledger.codec import decode_document
+from ledger.deliveries import ReceiptKind
 from ledger.money import loads_exact
 from tests.e2e.harness import FAST_RETRIES
+from tests.e2e.records import receipts
 from tests.e2e.webhook_kit import Captured, Rig, provider_tables, rig
 
 ASKED = ("coinpay", "cryptofuse", "payment_engine")
@@ -56,6 +62,13 @@ class Bench:
     async def forge(self, delivery: Captured) -> None:
         status, reply = await self.rig.deliver(wrong_signature(delivery))
         assert 401 == status, reply
+        await self.applied()
+
+    async def applied(self) -> None:
+        """Everything received so far applied (a refused delivery naming a known payment is
+        kept there by the applier). The service's applier does it in the background; another
+        applier over the same log, as here, applies each delivery once all the same."""
+        await DeliveryApplier(self.store, self.queries.adapters).catch_up()
 
     async def view(self, payment: dict[str, Any]) -> dict[str, Any]:
         return await self.rig.view(payment["payment_id"])
@@ -208,9 +221,14 @@ async def test_a_forged_copy_of_a_genuine_payment_is_confirmed_by_the_providers_
         # The genuine webhooks arriving now move nothing more, and the last one (its facts all
         # confirmed by the answer) is a plain duplicate rather than a second report.
         replies = [await bench.rig.deliver(delivery) for delivery in genuine]
-        assert all(200 == status for status, _ in replies), replies
-        assert "duplicate" == replies[-1][1]["outcome"]
+        assert [(200, "received")] * len(genuine) == [(s, r["outcome"]) for s, r in replies]
         assert after["received"] == (await bench.view(payment))["received"]
+        applied = (await bench.deliveries(payment))[len(deliveries) :]
+        assert len(genuine) == len(applied)
+        assert ("duplicate", "verified") == (
+            applied[-1]["outcome"],
+            applied[-1]["verification"]["outcome"],
+        )
         assert set() == await bench.open_reasons(payment)
 
 
@@ -235,9 +253,10 @@ async def test_a_coinpay_answer_confirms_its_status_word_but_never_the_funds(sto
 
         # Only the genuine delivery moves money, and only what it says.
         status, reply = await bench.rig.deliver(genuine)
-        assert (200, "accepted") == (status, reply["outcome"])
+        assert (200, "received") == (status, reply["outcome"])
         after = await bench.view(payment)
         assert ("50.000000", "50.000000") == (after["received"], after["unverified"])
+        assert "verified" == (await bench.deliveries(payment))[-1]["outcome"]
 
 
 # ---------------------------------------------------------------- contradicted by the answer
@@ -317,7 +336,7 @@ async def test_a_forged_delivery_naming_no_known_payment_stays_a_rejected_attemp
         assert (0, 0, 0) == (result.asked, result.failed, result.waiting)
         assert 0 == await bench.query_calls()
         assert [] == await bench.deliveries(payment)
-        rejected = await store.read_stream("deliveries-rejected-cryptofuse")
+        rejected = await receipts(store, ReceiptKind.REJECTED, "cryptofuse")
         assert len(genuine) == len(rejected)
 
 
@@ -381,18 +400,28 @@ def fresh_queries(bench: Bench) -> ProviderQueries:
     return ProviderQueries(bench.store, bench.queries.adapters, policy=AT_ONCE)
 
 
-async def test_ingestion_wakes_the_query_service_when_it_keeps_a_delivery_unverified(store):
-    """The wiring the service uses: `WebhookIngestion(on_unverified=queries.wake)`."""
+async def test_the_applier_wakes_the_query_service_when_it_keeps_a_delivery_unverified(
+    store, monkeypatch
+):
+    """The wiring the service uses: `DeliveryReceipt(on_received=applier.wake)` and
+    `DeliveryApplier(on_unverified=queries.wake)`."""
+    # The app's own applier waits for its wake-ups only (it polls the log otherwise): the
+    # delivery below is applied by the applier under test, not found by that one first.
+    monkeypatch.setattr(applier_module, "POLL_SECONDS", 3600)
     async with bench_for(store, "coinpay", QueryPolicy(spacing_seconds=0)) as bench:
         payment, (genuine,) = await bench.paid()
         queries = bench.queries
-        ingestion = WebhookIngestion(store, queries.adapters, on_unverified=queries.wake)
+        applier = DeliveryApplier(store, queries.adapters, on_unverified=queries.wake)
+        receipt = DeliveryReceipt(
+            store, queries.adapters, clock=lambda: datetime.now(UTC), on_received=applier.wake
+        )
         loop = asyncio.create_task(queries.run_forever(3600))
         try:
             await asyncio.sleep(0.1)  # its first pass found nothing; it now waits an hour
             forged = wrong_signature(genuine)
-            result = await ingestion.ingest("coinpay", forged.body, forged.headers)
-            assert 401 == result.status
+            result = await receipt.receive("coinpay", forged.body, forged.headers)
+            assert ReceiptKind.REJECTED == result.kind
+            await applier.catch_up()
             async with asyncio.timeout(10):
                 # The sandbox is another server: its request log can only be polled.
                 while not await bench.query_calls():  # noqa: ASYNC110

@@ -51,7 +51,10 @@ from adapters.providers.coinpay.webhooks import signature_for as coinpay_signatu
 from adapters.providers.cryptofuse.webhooks import sign as cryptofuse_sign
 from adapters.providers.http_client import dumps_exact
 from adapters.providers.payment_engine.webhooks import sign as payment_engine_sign
+from ledger.codec import decode_document
+from ledger.deliveries import ReceiptKind, ReceivedDelivery
 from ledger.money import loads_exact
+from tests.e2e.records import receipts, unmatched
 from tests.e2e.webhook_kit import (
     COINCOIN_WEBHOOK_TOKEN,
     PROVIDERS,
@@ -128,6 +131,24 @@ async def replay(bench: Rig, deliveries: list[Captured]) -> list[str]:
     return outcomes
 
 
+async def copies_received(bench: Rig, provider: str, bodies: set[bytes]) -> int:
+    """How many of `provider`'s deliveries with one of `bodies` were caught on receipt as
+    copies of one received before (each a `Delivery.Duplicate` receipt of its own)."""
+    copies = await receipts(bench.ledger.store, ReceiptKind.DUPLICATE, provider)
+    return sum(ReceivedDelivery.from_document(copy).body in bodies for copy in copies)
+
+
+async def recorded_outcomes(bench: Rig, payment_id: str) -> list[str]:
+    """The outcome of each delivery recorded in a payment's stream, once applied (a read of the
+    payment waits for the applier)."""
+    await bench.view(payment_id)
+    return [
+        decode_document(e.payload)["delivery"]["outcome"]
+        for e in await bench.ledger.store.read_stream(payment_id)
+        if e.type == "Payment.DeliveryRecorded"
+    ]
+
+
 async def replayed_in_order(bench: Rig, provider: str, scenario: str) -> dict[str, Any]:
     payment, deliveries = await payment_with_deliveries(bench, provider, scenario)
     await replay(bench, deliveries)
@@ -170,12 +191,16 @@ async def test_any_order_with_any_repeats_ends_as_the_in_order_delivery(store, p
             outcomes = call(replay(bench, [deliveries[i] for i in order]))
             view = call(bench.view(payment["payment_id"]))
             assert references[scenario] == final_state(provider, scenario, view)
-            # Nothing lost, nothing twice: every delivery is recorded in the payment's stream,
-            # and exactly the repeated bodies are duplicates.
-            distinct = len({deliveries[i].body for i in order})
+            # Nothing lost, nothing twice: exactly the repeated bodies are duplicates, each
+            # recorded as a duplicate receipt; every other delivery is received, then recorded
+            # in the payment's stream.
+            bodies = {deliveries[i].body for i in order}
+            distinct = len(bodies)
             assert len(order) - distinct == outcomes.count("duplicate"), outcomes
+            assert distinct == outcomes.count("received"), outcomes
             types = call(bench.event_types(payment["payment_id"]))
-            assert len(order) == types.count("Payment.DeliveryRecorded")
+            assert distinct == types.count("Payment.DeliveryRecorded")
+            assert len(order) - distinct == call(copies_received(bench, provider, bodies))
 
         test = given(orders_for(scenarios, counts))(check)
         for scenario in scenarios:
@@ -229,12 +254,14 @@ async def test_lipaykripto_two_confirmations_of_different_amounts_the_first_one_
             ref = payment["provider_ref"]
             first = await bench.scenario("lipaykripto", ref, first_scenario)
             second = await bench.scenario("lipaykripto", ref, second_scenario)
-            assert ["accepted", "not_applied"] == await replay(bench, first + second)
+            assert ["received", "received"] == await replay(bench, first + second)
             views.append(await bench.view(payment["payment_id"]))
             types = await bench.event_types(payment["payment_id"])
             assert 1 == types.count("Payment.DeliveryNotApplied")
             # Both deliveries are recorded, the refused one with outcome not_applied.
             assert 2 == types.count("Payment.DeliveryRecorded")
+            outcomes = await recorded_outcomes(bench, payment["payment_id"])
+            assert ["verified", "not_applied"] == outcomes
     half_first, full_first = views
     assert ("50.00", "partial") == (half_first["received"], half_first["coverage"])
     assert ("100.00", "exact") == (full_first["received"], full_first["coverage"])
@@ -243,6 +270,7 @@ async def test_lipaykripto_two_confirmations_of_different_amounts_the_first_one_
 # ---------------------------------------------------------------- fuzzing
 
 ALLOWED = frozenset({200, 400, 401, 404, 413})
+RECORDED = "Payment.DeliveryRecorded"
 RAW_TOKENS = (
     "1e999999999",
     "1E+25",
@@ -440,13 +468,19 @@ async def test_fuzzed_deliveries_are_never_a_500_and_move_no_money_wrongly(store
                 )
             captured_path = template.path if template else f"/v1/webhooks/{provider}"
             path = webhook_path(provider, captured_path, valid=valid)
+            subjects = (victim["payment_id"], target["payment_id"])
+            recorded_before = [call(bench.event_types(p)).count(RECORDED) for p in subjects]
             status, text, content_type = call(post(bench, path, body, headers))
             seen.add(status)
             assert status in ALLOWED, (status, text)
             if status != 200:
                 assert content_type.startswith("application/problem+json"), content_type
-            elif kind in {"bytes", "json", "foreign"}:
-                assert json.loads(text)["outcome"] in {"unmatched", "accepted", "duplicate"}
+            else:
+                assert json.loads(text)["outcome"] in {"received", "duplicate"}, text
+            if kind in {"bytes", "json", "foreign"}:
+                # Naming no payment, it is applied to none (unmatched, or nothing to apply).
+                recorded_after = [call(bench.event_types(p)).count(RECORDED) for p in subjects]
+                assert recorded_before == recorded_after
             after = call(bench.view(victim["payment_id"]))
             # A delivery naming the victim without a valid token or signature is at most recorded
             # in its stream as unverified (API.md, Deliveries): its funds may show as
@@ -456,14 +490,19 @@ async def test_fuzzed_deliveries_are_never_a_500_and_move_no_money_wrongly(store
             check_invariants(call(bench.view(target["payment_id"])))
 
         await in_thread(check)
-        # A well-signed foreign body gets past authentication: accepted, unmatched (or a
-        # duplicate, if the fuzz sent it unmutated already).
+        # A well-signed foreign body gets past authentication: received and held unmatched (or
+        # a duplicate, if the fuzz sent it, or a copy under the same dedupe key, already).
         renamed = foreign[0]
         headers = signed_headers(provider, renamed.body, valid=True)
         path = webhook_path(provider, renamed.path, valid=True)
         status, text, _ = await post(bench, path, renamed.body, headers)
         assert 200 == status, (seen, text)
-        assert json.loads(text)["outcome"] in {"unmatched", "duplicate"}, text
+        outcome = json.loads(text)["outcome"]
+        assert outcome in {"received", "duplicate"}, text
+        if outcome == "received":
+            await bench.view(victim["payment_id"])  # a read of a payment waits for the applier
+            held = await unmatched(bench.ledger.store, provider)
+            assert renamed.body in {ReceivedDelivery.from_document(h).body for h in held}
         # And the ledger still works: the victim's own deliveries are accepted afterwards.
         for delivery in victim_bodies:
             status, reply = await bench.deliver(delivery)

@@ -30,7 +30,10 @@ from adapters.providers.http_client import dumps_exact
 from adapters.sandbox import cryptofuse
 from adapters.storage.migrate import migrate
 from adapters.storage.postgres_store import PostgresEventStore, create_pool
+from ledger.codec import decode_document
+from ledger.deliveries import ReceiptKind
 from ledger.errors import ConcurrencyConflict
+from tests.e2e.records import receipts
 from tests.e2e.webhook_kit import SECRETS, Captured, Rig, rig
 
 pytestmark = pytest.mark.slow
@@ -120,14 +123,30 @@ async def one_full_delivery(bench: Rig, provider: str = "payment_engine") -> tup
 
 
 async def assert_recorded_once(bench: Rig, payment_id: str, delivery: Captured) -> None:
-    """After the database is back: the provider's retry is accepted once, then a duplicate."""
-    assert (200, "accepted") == await outcome(bench, delivery)
+    """After the database is back: the provider's retry is received once and applied, then a
+    duplicate (caught on receipt, recorded as a duplicate receipt)."""
+    assert (200, "received") == await outcome(bench, delivery)
     assert (200, "duplicate") == await outcome(bench, delivery)
     view = await bench.view(payment_id)
     assert ("completed", "exact", "100.00") == (view["status"], view["coverage"], view["received"])
     types = await bench.event_types(payment_id)
-    assert 2 == types.count("Payment.DeliveryRecorded")
+    assert 1 == types.count("Payment.DeliveryRecorded")
     assert 1 == types.count("Payment.DepositDetected")
+    assert ["verified"] == await recorded_outcomes(bench, payment_id)
+    store = bench.ledger.store
+    for kind in (ReceiptKind.RECEIVED, ReceiptKind.DUPLICATE):
+        (receipt,) = await receipts(store, kind, "payment_engine")
+        assert delivery.body.decode() == receipt["body"]
+
+
+async def recorded_outcomes(bench: Rig, payment_id: str) -> list[str]:
+    """The outcome of each delivery recorded in a payment's stream (read after a GET of the
+    payment, which waits for the applier)."""
+    return [
+        decode_document(e.payload)["delivery"]["outcome"]
+        for e in await bench.ledger.store.read_stream(payment_id)
+        if e.type == "Payment.DeliveryRecorded"
+    ]
 
 
 async def outcome(bench: Rig, delivery: Captured) -> tuple[int, Any]:
@@ -151,6 +170,9 @@ async def test_database_unreachable_is_503_and_the_retry_is_recorded_once(outage
                 assert reply.headers["Retry-After"].isdigit()
                 assert 503 == problem["status"]
         await proxy.restore()
+        # Not recorded: no receipt of any kind.
+        for kind in ReceiptKind:
+            assert [] == await receipts(store, kind, "payment_engine")
         await assert_recorded_once(bench, payment_id, delivery)
 
 
@@ -184,6 +206,8 @@ async def test_a_connection_killed_mid_request_is_503_and_nothing_half_written(
         assert 503 == status, problem
         types = await bench.event_types(payment_id)
         assert 0 == types.count("Payment.DeliveryRecorded")
+        for kind in ReceiptKind:
+            assert [] == await receipts(store, kind, "payment_engine")
         await assert_recorded_once(bench, payment_id, delivery)
 
 
@@ -279,9 +303,11 @@ async def test_twenty_concurrent_deposits_for_one_payment_are_each_applied_once(
         answers = await deliver_all(bench, deliveries)
         elapsed = time.monotonic() - started
         assert [200] * WRITERS == [status for status, _ in answers], answers
-        assert ["accepted"] * WRITERS == [reply["outcome"] for _, reply in answers]
+        assert ["received"] * WRITERS == [reply["outcome"] for _, reply in answers]
         view = await bench.view(payment["payment_id"])
         types = await bench.event_types(payment["payment_id"])
+        outcomes = await recorded_outcomes(bench, payment["payment_id"])
+    assert ["verified"] * WRITERS == outcomes
     assert WRITERS == len(view["deposits"])
     assert (view["expected"]["amount"], "exact", "completed") == (
         view["received"],
@@ -306,12 +332,17 @@ async def test_twenty_concurrent_copies_of_one_delivery_apply_once(store, capsys
         elapsed = time.monotonic() - started
         assert [200] * WRITERS == [status for status, _ in answers], answers
         outcomes = sorted(reply["outcome"] for _, reply in answers)
-        assert ["accepted"] + ["duplicate"] * (WRITERS - 1) == outcomes
+        assert ["duplicate"] * (WRITERS - 1) + ["received"] == outcomes
         view = await bench.view(payment["payment_id"])
         types = await bench.event_types(payment["payment_id"])
+        recorded = await recorded_outcomes(bench, payment["payment_id"])
+        copies = await receipts(store, ReceiptKind.DUPLICATE, "cryptofuse")
     assert (payment["expected"]["amount"], 1) == (view["received"], len(view["deposits"]))
-    assert WRITERS == types.count("Payment.DeliveryRecorded")
+    # One copy received and applied; the others caught on receipt, each a duplicate receipt.
+    assert ["verified"] == recorded
+    assert 1 == types.count("Payment.DeliveryRecorded")
     assert 1 == types.count("Payment.DepositDetected")
+    assert WRITERS - 1 == len(copies)
     with capsys.disabled():
         print(
             f"\n{WRITERS} concurrent copies: {elapsed:.2f}s, {counter.conflicts} conflict retries"
