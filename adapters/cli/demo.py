@@ -11,6 +11,7 @@ settled as finance would, and the report is read back from the ledger's API.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import secrets
 import time
@@ -45,6 +46,7 @@ from adapters.cli.service import (
     listening_socket,
     serving,
     socket_url,
+    stop_on_signals,
 )
 from adapters.config import PROVIDER_IDS, ApiSettings, ApiToken, Settings
 from adapters.http.keys import POLLER
@@ -74,9 +76,10 @@ def demo_settings(settings: Settings, public_url: str, fleet: SandboxFleet, toke
     )
 
 
-async def run_demo(settings: Settings) -> bool:
+async def run_demo(settings: Settings, *, keep_serving: bool = False) -> bool:
     """Runs the demo and prints its report; False when some step went wrong (the report says
-    which)."""
+    which). With `keep_serving`, the ledger then serves the demo's data (API and console) until
+    SIGINT or SIGTERM."""
     began = time.monotonic()
     token = secrets.token_urlsafe(24)
     clock = LedgerClock()
@@ -106,9 +109,25 @@ async def run_demo(settings: Settings) -> bool:
                 await driver.withdrawals(withdrawal_cases(PROVIDER_IDS))
                 for section in REPORT:
                     await section(run)
-    _print_outcome(run, time.monotonic() - began)
-    look_further_section(run)
+                _print_outcome(run, time.monotonic() - began)
+                look_further_section(run)
+                if keep_serving:
+                    await _serve_until_stopped(url, token)
     return not run.problems
+
+
+async def _serve_until_stopped(url: str, token: str) -> None:
+    """Keeps the block serving (the demo's ledger, its data and the console) until a signal."""
+    print(
+        f"\nThe ledger keeps serving this demo's data until Ctrl-C.\n"
+        f"  finance console: {url}/console/  (sign in with the token below)\n"
+        f"  API:             {url}/v1/docs/\n"
+        f"  token (every scope, this run only): {token}",
+        flush=True,
+    )
+    stop = asyncio.Event()
+    with stop_on_signals(stop):
+        await stop.wait()
 
 
 def _print_outcome(run: DemoRun, seconds: float) -> None:

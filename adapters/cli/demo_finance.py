@@ -59,8 +59,9 @@ def look_further_section(run: DemoRun) -> None:
     print(f"\nTo look further (this run's data stays in schema {database.schema}):")
     if database.shown_url is None:
         print(
-            "  (the embedded database runs only while the demo does: set database_url in the"
-            " configuration to keep the demo's data to look at with the commands below)"
+            "  (the embedded database runs only while the demo does: `ledger demo --serve` keeps"
+            " it, the API and the console up after the report; or set database_url in the"
+            " configuration to keep the demo's data for the commands below)"
         )
     else:
         print(f"  export LEDGER_DATABASE_URL='{database.shown_url}'")

@@ -38,11 +38,18 @@ def migrate_command() -> int:
 
 
 @click.command("demo")
+@click.option(
+    "--serve",
+    "keep_serving",
+    is_flag=True,
+    help="after the report, keep the ledger (API and finance console) serving the demo's data"
+    " until Ctrl-C",
+)
 @common_options
-def demo_command() -> int:
+def demo_command(*, keep_serving: bool) -> int:
     """Payments and withdrawals through the five provider sandboxes over HTTP (exit 1 if any
     step or webhook failed)."""
     from adapters.cli.demo import run_demo  # noqa: PLC0415 - the demo pulls in every provider
 
-    succeeded = asyncio.run(run_demo(settings()))
+    succeeded = asyncio.run(run_demo(settings(), keep_serving=keep_serving))
     return ExitCode.OK if succeeded else ExitCode.CHECK_FAILED
