@@ -39,12 +39,16 @@ _SCALES: dict[str, int] = {
 }
 
 
+# The finest scale any currency may have (register_currency refuses finer).
+SCALE_MAX = 30
+
+
 def register_currency(code: str, scale: int) -> None:
     """Registers (or re-registers with the same scale) a currency code."""
     if not code or code.upper() != code:
         raise ValueError(f"currency code must be upper case, got {code!r}")
-    if not 0 <= scale <= 30:
-        raise ValueError(f"scale must be between 0 and 30, got {scale}")
+    if not 0 <= scale <= SCALE_MAX:
+        raise ValueError(f"scale must be between 0 and {SCALE_MAX}, got {scale}")
     existing = _SCALES.get(code)
     if existing is not None and existing != scale:
         raise ValueError(f"currency {code} is already registered with scale {existing}")
@@ -89,6 +93,19 @@ INTEGER_DIGITS_MAX = 24
 # Enough digits for the largest amount at the finest scale (24 + 18 for ETH), so quantizing never
 # rounds or overflows the default 28-digit context.
 _EXACT = Context(prec=INTEGER_DIGITS_MAX + 40)
+
+
+def computable(amount: Decimal) -> bool:
+    """Whether an amount read from outside can be worked with at all: finite, at most
+    INTEGER_DIGITS_MAX integer digits and at most SCALE_MAX places. An exponent like 1e999999999
+    is a valid Decimal, but exact arithmetic on it (a difference, a comparison after quantizing)
+    would build a billion-digit number: such input is refused where it enters, not computed."""
+    if not amount.is_finite():
+        return False
+    places = -int(amount.as_tuple().exponent)
+    if amount.is_zero():
+        return places <= SCALE_MAX
+    return amount.adjusted() < INTEGER_DIGITS_MAX and places <= SCALE_MAX
 
 
 def quantize_exact(amount: Decimal, currency: str) -> Decimal:

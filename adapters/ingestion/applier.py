@@ -26,6 +26,7 @@ from typing import Any
 from adapters.ingestion.application import apply_to_subject
 from adapters.ingestion.batch import Batch
 from adapters.ingestion.subject_index import takes_deliveries
+from adapters.ingestion.text import storable
 from adapters.ingestion.unmatched import hold, index_keys, waiting_for
 from adapters.providers.contract import (
     Operation,
@@ -291,6 +292,9 @@ class DeliveryApplier:
             )
 
     def _translate(self, received: ReceivedDelivery) -> Translation | None:
+        """The delivery's translation, when it is one the ledger can store and compute with:
+        rejected deliveries were never translated on receipt (they were refused first), so the
+        receipt's checks are made here (a NUL, a lone surrogate, 1e999999999)."""
         delivery = WebhookDelivery(
             provider=received.provider,
             body=received.body,
@@ -298,14 +302,13 @@ class DeliveryApplier:
             received_at=received.received_at,
         )
         try:
-            return self.adapters[received.provider].webhooks.translate(delivery)
+            translated = self.adapters[received.provider].webhooks.translate(delivery)
+            return storable(translated, received.body)
         except (WebhookBodyInvalid, RecursionError, UnicodeEncodeError):
-            # Readable on receipt, so only a change of the adapter since: the receipt stays.
-            log.warning(
-                "received %s delivery %s no longer translates",
-                received.provider,
-                received.dedupe_key,
-            )
+            # Rejected and unreadable, or readable on receipt and the adapter changed since: the
+            # receipt stays, as the record of the attempt.
+            log.info("%s delivery at receipt %s not applied: unreadable", received.provider,
+                     received.dedupe_key or "(rejected)")
             return None
 
     async def _apply_facts(

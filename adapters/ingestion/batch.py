@@ -6,7 +6,6 @@ pass again from what is stored, so a pass is applied entirely or not at all."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -24,8 +23,6 @@ from ledger.recording import ProviderRecordedAggregate
 # is the highest total held so far, so a new delivery reads one key instead of every record.
 TOTAL_CLAIM = "unmatched_total"
 TOTAL_HOLDER = "unmatched-totals"
-# Subjects a pass loads at once (each load is one read of the store).
-PREFETCH_LOADS_MAX = 8
 
 
 @dataclass
@@ -75,13 +72,14 @@ class Batch:
             for key in fact_keys
             if (stream := self._streams.get(key)) is not None
         }
-        loads = asyncio.Semaphore(PREFETCH_LOADS_MAX)
-
-        async def load(stream: str, subject_type: type[ProviderRecordedAggregate]) -> None:
-            async with loads:
-                await self.subject(subject_type, stream)
-
-        await asyncio.gather(*(load(stream, kind) for stream, kind in found.items()))
+        missing = {stream: kind for stream, kind in found.items() if stream not in self.subjects}
+        if missing:
+            loaded = await self.repository.load_many(missing, self.store)
+            self.subjects.update(
+                (stream, subject)
+                for stream, subject in loaded.items()
+                if isinstance(subject, ProviderRecordedAggregate)
+            )
 
     def names_known_subject(self, fact: PaymentUpdate | WithdrawalUpdate) -> bool:
         """Whether `fact`'s subject was resolved to a stream by `prefetch`."""

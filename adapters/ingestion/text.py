@@ -1,4 +1,5 @@
-"""What of a delivery can be stored: text PostgreSQL and UTF-8 hold, ids short enough for keys."""
+"""What of a delivery can be stored: text PostgreSQL and UTF-8 hold, ids short enough for keys,
+amounts the ledger can compute with (ledger/money.py's `computable`)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from decimal import Decimal
 
 from adapters.providers.contract import WebhookBodyInvalid
 from ledger.commands import Translation
+from ledger.money import computable
 
 # Fields of a translation that become keys (claims, read-model indexes); a btree entry holds
 # about 2.7 kB, and no provider's ids come near this.
@@ -48,12 +50,17 @@ def storable(translation: Translation, body: bytes) -> Translation:
     escape or a raw control byte, so a body with neither needs only the length check."""
     text_checked = b"\\u" in body or b"\x00" in body
     if _bad(translation, "", text_checked=text_checked):
-        detail = f"a string holds NUL or a lone surrogate, or an id is over {MAX_KEY_LENGTH}"
+        detail = (
+            f"a string holds NUL or a lone surrogate, an id is over {MAX_KEY_LENGTH}, or an"
+            " amount is out of range"
+        )
         raise WebhookBodyInvalid("unstorable_text", detail)
     return translation
 
 
 def _bad(value: object, name: str, *, text_checked: bool) -> bool:
+    if isinstance(value, Decimal):
+        return not computable(value)
     if isinstance(value, str):
         if name in _KEY_FIELDS and len(value) > MAX_KEY_LENGTH:
             return True
@@ -62,17 +69,17 @@ def _bad(value: object, name: str, *, text_checked: bool) -> bool:
         return any(_bad(item, "", text_checked=text_checked) for item in value)
     for field_name in _field_names(type(value)):
         item = getattr(value, field_name)
-        # Amounts, times, flags and absent values hold no text: most fields, skipped here.
+        # Times, flags and absent values hold neither text nor amounts: skipped here.
         if (
             item is not None
-            and not isinstance(item, _NO_TEXT)
+            and not isinstance(item, _NOTHING_TO_CHECK)
             and _bad(item, field_name, text_checked=text_checked)
         ):
             return True
     return False
 
 
-_NO_TEXT = (Decimal, datetime, bool, int)
+_NOTHING_TO_CHECK = (datetime, bool, int)
 _FIELD_NAMES: dict[type, tuple[str, ...]] = {}
 
 

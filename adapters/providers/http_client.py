@@ -114,6 +114,11 @@ class ProviderHttp:
         if self._session is None or self._session.closed:
             timeout = aiohttp.ClientTimeout(total=self.policy.timeout_seconds)
             self._session = aiohttp.ClientSession(timeout=timeout)
+            # When the provider drops the connection, aiohttp sends a GET (an idempotent method)
+            # once more by itself: a call the provider sees and nobody records. Every attempt is
+            # ours to make and to record (the retry policy above). aiohttp has no public switch
+            # for this; tests/e2e/test_provider_faults.py catches it if the attribute changes.
+            self._session._retry_connection = False  # noqa: SLF001
         return self._session
 
     async def close(self) -> None:
