@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Container
 from typing import Any
 
 from aiohttp import web
@@ -53,7 +53,10 @@ Subject = Payment | Withdrawal
 # ---------------------------------------------------------------- answers
 
 
-def _in_flight(subject: Subject) -> bool:
+def _awaits_answer(subject: Subject) -> bool:
+    """Whether the create's state still awaits the provider's answer. It is in flight only while
+    this process carries its request out (`SubmissionsInFlight`): one that nobody carries out
+    lost its request and answers as after a crash."""
     if isinstance(subject, Payment):
         return subject.submission is Submission.SUBMITTING and subject.submission_unknown is None
     return subject.status is WithdrawalStatus.REQUESTED
@@ -69,7 +72,7 @@ def answer(subject: Subject) -> web.Response:
         reason = subject.failed_reason
     else:
         refused = not subject.holds_request_id
-        unknown = subject.status is WithdrawalStatus.SUBMITTING
+        unknown = subject.awaits_provider_answer
         reason = subject.failure_reason
     if refused and isinstance(subject, Withdrawal) and subject.status.value == "cancelled":
         return problem(422, "Unprocessable Entity", reason or "", code="operation-not-supported")
@@ -108,6 +111,7 @@ async def _replay(
     request: web.Request,
     claim: IdempotencyClaim,
     load: Callable[[str], Awaitable[Subject | None]],
+    carried_out: Container[str],
 ) -> web.Response | None:
     """The first answer for this key, None when the key is new. Another request under the
     same key is a 409; a twin still in flight is waited for, then a 409 in progress."""
@@ -120,12 +124,16 @@ async def _replay(
     loop = asyncio.get_running_loop()
     deadline = loop.time() + REPLAY_WAIT_SECONDS
     while True:
+        # Whether its request is carried out, asked before its state is read: a request that
+        # ends in between has recorded its outcome, which the state then shows.
+        carried = held.stream_id in carried_out
         subject = await load(held.stream_id)
         assert subject is not None, f"idempotency claim names {held.stream_id}, never recorded"
-        if not _in_flight(subject) or loop.time() >= deadline:
+        in_flight = carried and _awaits_answer(subject)
+        if not in_flight or loop.time() >= deadline:
             break
         await asyncio.sleep(_REPLAY_POLL_SECONDS)
-    if _in_flight(subject):
+    if in_flight:
         detail = "a request with this Idempotency-Key is still being processed; retry later"
         response = problem(409, "Conflict", detail, code="idempotency-key-in-progress")
         response.headers["Retry-After"] = "1"
@@ -142,14 +150,16 @@ async def _create(
     create: Callable[[IdempotencyClaim | None], Awaitable[Subject]],
     load: Callable[[str], Awaitable[Subject | None]],
     kind: str,
+    carried_out: Container[str],
 ) -> web.Response:
-    if claim is not None and (replayed := await _replay(request, claim, load)) is not None:
-        return replayed
+    replay = await _replay(request, claim, load, carried_out) if claim is not None else None
+    if replay is not None:
+        return replay
     try:
         subject = await create(claim)
     except (IdempotencyKeyTaken, SubjectAlreadyExists) as taken:
         # A concurrent twin under the same key recorded its subject first: its answer is ours.
-        replayed = await _replay(request, claim, load) if claim is not None else None
+        replayed = await _replay(request, claim, load, carried_out) if claim is not None else None
         if replayed is None and isinstance(taken, IdempotencyKeyTaken):
             raise
         return replayed or _refusal(taken, kind)
@@ -192,7 +202,8 @@ async def create_payment(request: web.Request) -> web.Response:
     async def load(stream: str) -> Subject | None:
         return await service.load_payment(stream)
 
-    return await _create(request, _idempotency(request, caller, raw), create, load, "payment")
+    claim = _idempotency(request, caller, raw)
+    return await _create(request, claim, create, load, "payment", service.in_flight)
 
 
 async def create_withdrawal(request: web.Request) -> web.Response:
@@ -208,7 +219,8 @@ async def create_withdrawal(request: web.Request) -> web.Response:
     async def load(stream: str) -> Subject | None:
         return await repository.load(Withdrawal, stream)
 
-    return await _create(request, _idempotency(request, caller, raw), create, load, "withdrawal")
+    claim = _idempotency(request, caller, raw)
+    return await _create(request, claim, create, load, "withdrawal", service.in_flight)
 
 
 # ---------------------------------------------------------------- read

@@ -14,9 +14,10 @@ call: the others find the claims taken. What the call then ends as decides the s
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import secrets
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, TypeVar
@@ -180,6 +181,28 @@ async def call_provider(
         outcome = call_outcome(error, calls.exchanges, operation)
         await failed(stream, calls, outcome, error)
         raise SubmissionFailed(stream, outcome, error) from error
+
+
+class SubmissionsInFlight:
+    """The creates this process is carrying out: recorded, their provider call or its outcome not
+    recorded yet. A recorded create still `submitting` that is not here lost its request (the
+    process died, or the database went away while the answer was being recorded): a replay of it
+    answers as after a crash (504, the ledger will ask the provider) instead of waiting for a
+    request that is gone."""
+
+    def __init__(self) -> None:
+        self._streams: set[str] = set()
+
+    def __contains__(self, stream: object) -> bool:
+        return stream in self._streams
+
+    @contextlib.contextmanager
+    def holding(self, stream: str) -> Iterator[None]:
+        self._streams.add(stream)
+        try:
+            yield
+        finally:
+            self._streams.discard(stream)
 
 
 class ExchangeLog:

@@ -16,6 +16,7 @@ from adapters.services.intents import (
     CallOutcome,
     ExchangeLog,
     IdempotencyClaim,
+    SubmissionsInFlight,
     adapter_for,
     call_provider,
     callback_for,
@@ -48,6 +49,7 @@ class PaymentService:
         self.adapters = adapters
         self.settings = settings
         self.clock = clock
+        self.in_flight = SubmissionsInFlight()
 
     async def create_payment(  # noqa: PLR0913 - the fields of a payment request
         self,
@@ -81,28 +83,29 @@ class PaymentService:
         stream = str(payment.id)
         callback_url, token = callback_for(adapter, self.settings)
         identity = await self._order_claim(provider, order_id, stream)
-        try:
-            claims = intent_claims(stream, identity, token, idempotency)
-            await self.repository.save(payment, claims=claims)
-        except ClaimTaken as taken:
-            raise claim_conflict(taken) from None
-        request = CreatePaymentRequest(
-            order_id=order_id,
-            amount=price.amount,
-            currency=currency,
-            callback_url=callback_url,
-            pay_currency=pay_currency,
-            expires_in_minutes=expires_in_minutes,
-            description=f"order {order_id}",
-            customer_id=customer_id,
-        )
-        created, calls = await call_provider(
-            stream,
-            "create_payment",
-            lambda calls: adapter.client.create_payment(request, calls),
-            self._submission_failed,
-        )
-        return await self.accept(stream, created, calls)
+        with self.in_flight.holding(stream):
+            try:
+                claims = intent_claims(stream, identity, token, idempotency)
+                await self.repository.save(payment, claims=claims)
+            except ClaimTaken as taken:
+                raise claim_conflict(taken) from None
+            request = CreatePaymentRequest(
+                order_id=order_id,
+                amount=price.amount,
+                currency=currency,
+                callback_url=callback_url,
+                pay_currency=pay_currency,
+                expires_in_minutes=expires_in_minutes,
+                description=f"order {order_id}",
+                customer_id=customer_id,
+            )
+            created, calls = await call_provider(
+                stream,
+                "create_payment",
+                lambda calls: adapter.client.create_payment(request, calls),
+                self._submission_failed,
+            )
+            return await self.accept(stream, created, calls)
 
     async def _order_claim(self, provider: str, order_id: str, stream: str) -> Claim:
         async def holds(holder: str) -> bool:

@@ -22,6 +22,7 @@ from adapters.services.intents import (
     CallOutcome,
     ExchangeLog,
     IdempotencyClaim,
+    SubmissionsInFlight,
     adapter_for,
     call_provider,
     callback_for,
@@ -75,6 +76,7 @@ class WithdrawalService:
         self.adapters = adapters
         self.settings = settings
         self.funds = funds or NoFundsCheck()
+        self.in_flight = SubmissionsInFlight()
 
     async def create_withdrawal(
         self,
@@ -105,19 +107,30 @@ class WithdrawalService:
         stream = str(withdrawal.id)
         callback_url, token = callback_for(adapter, self.settings)
         identity = await self._request_claim(provider, request_id, stream)
-        async with self.funds.reserving(provider, currency, withdrawal.requested.amount):
-            try:
-                claims = intent_claims(stream, identity, token, idempotency)
-                await self.repository.save(withdrawal, claims=claims)
-            except ClaimTaken as taken:
-                raise claim_conflict(taken) from None
+        with self.in_flight.holding(stream):
+            async with self.funds.reserving(provider, currency, withdrawal.requested.amount):
+                try:
+                    claims = intent_claims(stream, identity, token, idempotency)
+                    await self.repository.save(withdrawal, claims=claims)
+                except ClaimTaken as taken:
+                    raise claim_conflict(taken) from None
+            return await self._submit(stream, adapter, withdrawal, callback_url)
+
+    async def _submit(
+        self,
+        stream: str,
+        adapter: ProviderAdapter,
+        withdrawal: Withdrawal,
+        callback_url: str,
+    ) -> Withdrawal:
+        """Sends the recorded withdrawal to its provider and records the outcome."""
         request = CreateWithdrawalRequest(
-            request_id=request_id,
+            request_id=withdrawal.request_id,
             amount=withdrawal.requested.amount,
-            currency=currency,
-            address=address,
+            currency=withdrawal.requested.currency,
+            address=withdrawal.address,
             callback_url=callback_url,
-            pay_currency=pay_currency,
+            pay_currency=withdrawal.pay_currency,
         )
         created, calls = await call_provider(
             stream,
