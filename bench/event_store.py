@@ -14,7 +14,9 @@ Figures:
   2. 16 concurrent writers, own stream each, 1/txn   vs  16 connections doing single-row INSERTs
   3. appends of 100 events                           vs  executemany of 100 rows per transaction
   4. read_stream of one long stream / read_log       vs  SELECT * FROM baseline ORDER BY id
+     (4c: read_log vs the same rows of `events` fetched raw in one query)
   5. AggregateRepository.load of a ~200-event Payment vs  the same 200 rows fetched raw
+     (5: through the aggregate cache; 5b: with no cache, a full replay)
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 import asyncpg
 
+from adapters.storage.aggregate_cache import AggregateCache
 from adapters.storage.migrate import migrate
 from adapters.storage.postgres_store import PostgresEventStore, create_pool
 from adapters.storage.repository import AggregateRepository
@@ -294,12 +297,41 @@ class Bench:
             "events/s",
             mine,
             theirs,
-            "read_log(0), batches of 500",
+            "read_log(0), pages of 5,000, next page prefetched",
             "SELECT * FROM baseline ORDER BY id",
         )
 
-    async def aggregate_replay(self, events: int, loads: int) -> Figure:
-        repository = AggregateRepository(self.store)
+    async def log_replay_same_rows(self, repeats: int) -> Figure:
+        """read_log against one raw fetch of the very same rows (the events table, every column,
+        on a plain asyncpg pool: jsonb stays text, nothing is built from the records)."""
+        head = (await self.store.head(0)).position
+
+        async def ours() -> int:
+            seen = 0
+            async for batch in self.store.read_log(0):
+                seen += len(batch)
+            return seen
+
+        async def baseline() -> int:
+            rows = await self.base_pool.fetch("SELECT * FROM events ORDER BY partition, position")
+            return len(rows)
+
+        mine, theirs = await median_rates(ours, baseline, repeats)
+        return Figure(
+            f"4c. replay global log ({head:,} events), same rows raw",
+            "events/s",
+            mine,
+            theirs,
+            "read_log(0) as in 4b",
+            "SELECT * FROM events ORDER BY partition, position",
+        )
+
+    async def aggregate_replay(self, events: int, loads: int, *, cached: bool = True) -> Figure:
+        """Loads of one Payment through the repository: with its cache (each load asks the store
+        for the events after the cached version: none), or with none (a full replay each time)."""
+        repository = AggregateRepository(
+            self.store, cache=AggregateCache() if cached else AggregateCache(capacity=0)
+        )
         payment = build_payment(events)
         await repository.save(payment)
         stream_id = str(payment.id)
@@ -322,11 +354,12 @@ class Bench:
 
         mine, theirs = await median_rates(ours, baseline, 3)
         return Figure(
-            f"5. aggregate replay, Payment of {events} events",
+            f"5{'' if cached else 'b'}. aggregate load, Payment of {events} events"
+            f"{'' if cached else ', no cache'}",
             "aggregates/s",
             mine,
             theirs,
-            "AggregateRepository.load",
+            "AggregateRepository.load" + ("" if cached else " (full replay)"),
             "same rows fetched raw (asyncpg)",
         )
 
@@ -458,9 +491,14 @@ async def run(args: argparse.Namespace, loop_name: str) -> None:
         await measure(bench.concurrent(args.concurrent_events, args.rounds))
         await measure(bench.batched(args.batched_events, args.rounds, args.stream_events))
         await admin.execute("ANALYZE")  # the tables the replays read were just loaded
-        await measure(bench.stream_replay("batch-0", args.replays))
-        await measure(bench.log_replay(args.replays))
-        await measure(bench.aggregate_replay(args.payment_events, args.loads))
+        for figure in (
+            bench.stream_replay("batch-0", args.replays),
+            bench.log_replay(args.replays),
+            bench.log_replay_same_rows(args.replays),
+            bench.aggregate_replay(args.payment_events, args.loads),
+            bench.aggregate_replay(args.payment_events, args.loads, cached=False),
+        ):
+            await measure(figure)
 
         head = await bench.store.head(0)
         stored = await ours_pool.fetchval("SELECT count(*) FROM events")

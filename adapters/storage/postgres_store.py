@@ -22,7 +22,7 @@ import asyncio
 import collections
 import contextlib
 import json
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -30,6 +30,12 @@ from typing import Any
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
+from adapters.storage.log_reader import (
+    SELECT_COLUMNS,
+    events_of_rows,
+    metadata_of,
+    read_pages,
+)
 from adapters.storage.outages import DATABASE_OUTAGES
 from ledger.errors import ConcurrencyConflict
 from ledger.hashchain import GENESIS_HASH, canonical_bytes, chain_hash
@@ -40,9 +46,8 @@ NOTIFY_CHANNEL = "ledger_events"
 # A pooled connection is a proxy of a connection; both speak the same API.
 AnyConnection = asyncpg.Connection | PoolConnectionProxy
 
-_SELECT_COLUMNS = (
-    "partition, position, stream_id, version, type, payload, metadata, recorded_at, prev_hash, hash"
-)
+# Reads (and their fast row conversion) live in log_reader.py.
+_SELECT_COLUMNS = SELECT_COLUMNS
 
 
 async def _init_connection(connection: AnyConnection) -> None:
@@ -72,6 +77,7 @@ async def create_pool(
 
 
 def recorded_event(row: asyncpg.Record) -> RecordedEvent:
+    """A row with the event columns by name, metadata as jsonb (a dict) or as text."""
     return RecordedEvent(
         partition=row["partition"],
         position=row["position"],
@@ -79,7 +85,7 @@ def recorded_event(row: asyncpg.Record) -> RecordedEvent:
         version=row["version"],
         type=row["type"],
         payload=bytes(row["payload"]),
-        metadata=row["metadata"],
+        metadata=metadata_of(row["metadata"]),
         recorded_at=row["recorded_at"],
         prev_hash=bytes(row["prev_hash"]),
         hash=bytes(row["hash"]),
@@ -416,18 +422,32 @@ class PostgresEventStore:
             stream_id,
             after_version,
         )
-        return [recorded_event(row) for row in rows]
+        return events_of_rows(rows)
+
+    async def read_streams(self, after: Mapping[str, int]) -> dict[str, list[RecordedEvent]]:
+        """Several streams in one query: each one's events after the version given for it."""
+        rows = await self.pool.fetch(
+            f"SELECT {_SELECT_COLUMNS} FROM events"  # noqa: S608 - constant columns
+            " JOIN unnest($1::text[], $2::int[]) AS wanted(stream, after_version)"
+            " ON stream_id = wanted.stream AND version > wanted.after_version"
+            " ORDER BY stream_id, version",
+            list(after),
+            list(after.values()),
+        )
+        found: dict[str, list[RecordedEvent]] = {stream: [] for stream in after}
+        for event in events_of_rows(rows):
+            found[event.stream_id].append(event)
+        return found
 
     async def read_log(
-        self, partition: int, *, after: int = 0, batch_size: int = 500
+        self, partition: int, *, after: int = 0, batch_size: int = 5_000
     ) -> AsyncIterator[list[RecordedEvent]]:
+        """Pages of `batch_size`, the next one fetched while the caller handles this one."""
         end = (await self.head(partition)).position
-        while after < end:
-            batch = await self.read_batch(partition, after=after, limit=batch_size, until=end)
-            if not batch:
-                return
+        async for batch in read_pages(
+            self.pool, partition, after=after, until=end, page_size=batch_size
+        ):
             yield batch
-            after = batch[-1].position
 
     async def read_batch(
         self, partition: int, *, after: int, limit: int, until: int | None = None
@@ -481,7 +501,7 @@ async def fetch_batch(
         limit,
         until,
     )
-    return [recorded_event(row) for row in rows]
+    return events_of_rows(rows)
 
 
 async def fetch_stream_before(
@@ -494,4 +514,4 @@ async def fetch_stream_before(
         stream_id,
         version,
     )
-    return [recorded_event(row) for row in rows]
+    return events_of_rows(rows)

@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any, Protocol
 
 from adapters.storage.postgres_store import AnyConnection, fetch_stream_before
+from adapters.storage.read_models.states import ProjectionStates
 from ledger.ports import RecordedEvent
-from projections.subjects import SubjectStates
 
 
 class Projection(Protocol):
@@ -27,12 +27,13 @@ class Projection(Protocol):
 
 class SubjectProjection:
     """Shared by projections that derive rows from payment and withdrawal states: the states
-    cache (projections/subjects.py), fed from the runner's connection on a cache miss. A
-    subclass says what it reads from a state by overriding `derive`."""
+    (read_models/states.py: the runner's fold of the batch when it made one, else the
+    projection's own cache), fed from the runner's connection on a miss. A subclass says what it
+    reads from a state by overriding `derive`."""
 
     def __init__(self) -> None:
         self._connection: AnyConnection | None = None
-        self._states: SubjectStates[Any] = SubjectStates(self._load_before, self.derive)
+        self._states: ProjectionStates[Any] = ProjectionStates(self._load_before, self.derive)
 
     def derive(self, aggregate: Any) -> Any:  # noqa: ARG002 - the default reads nothing
         return None

@@ -13,6 +13,7 @@ from typing import Any
 
 from adapters.storage.postgres_store import AnyConnection
 from adapters.storage.read_models.base import SubjectProjection
+from adapters.storage.read_models.states import shared
 from ledger.codec import decode_document
 from ledger.payment import Payment
 from ledger.ports import RecordedEvent
@@ -32,6 +33,12 @@ UNMATCHED_RECORD = "Delivery.Unmatched"
 
 
 def subject_targets(aggregate: Any) -> Postings:
+    """The postings a state stands for; once per state when projections share a batch (the
+    journal and reconciliation both read them)."""
+    return shared("subject_targets", _subject_targets, aggregate)
+
+
+def _subject_targets(aggregate: Any) -> Postings:
     if isinstance(aggregate, Payment):
         return payment_targets(aggregate)
     return withdrawal_targets(aggregate)

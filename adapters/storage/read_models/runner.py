@@ -6,6 +6,13 @@ commits or none of it, so a process killed mid-batch resumes where the last comm
 The position row's lock also lets several runners (or a request that needs fresh balances) catch
 up the same projection without doing any batch twice.
 
+Projections at the same position share their batches (`_shared_batch`): one transaction locks
+all their position rows, reads the events once, folds them into subject states once
+(read_models/states.py) and lets each projection write its read model, then moves every position.
+A batch that fails so falls back to one projection at a time, which finds the one that fails.
+Catching up from far behind, batches grow (up to `catch_up_batch_max`): a projection folds a
+batch in memory and writes each row it changes once per batch, so fewer, larger batches write less.
+
 The runner wakes on NOTIFY and polls as well, since a notification can be lost (connection
 drops, a listener that was busy); a lost one costs at most one poll interval.
 
@@ -20,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -27,13 +35,44 @@ from datetime import datetime
 import asyncpg
 
 from adapters.storage.outages import DATABASE_OUTAGES, ListenerLost
-from adapters.storage.postgres_store import NOTIFY_CHANNEL, AnyConnection, fetch_batch
+from adapters.storage.postgres_store import (
+    NOTIFY_CHANNEL,
+    AnyConnection,
+    fetch_batch,
+    fetch_stream_before,
+)
 from adapters.storage.read_models.base import Projection
+from adapters.storage.read_models.collector import fewer_collections
+from adapters.storage.read_models.states import SharedFold
 from ledger.ports import PARTITION_COUNT, RecordedEvent
 
 log = logging.getLogger(__name__)
 
 Progress = Callable[[int, int], None]  # (events done, events in total)
+
+# Catching up, a full batch doubles the next one, up to this many events.
+CATCH_UP_BATCH_MAX = 16_000
+GROWTH_FROM = 100
+
+
+@dataclass(frozen=True, slots=True)
+class RebuildProgress:
+    """Where a rebuild stands: `ProjectionRunner.rebuild_progress`, up to date whenever the
+    rebuild's progress callback is called (a progress bar reads the rate and ETA from it)."""
+
+    name: str
+    done: int
+    total: int
+    seconds: float
+
+    @property
+    def events_per_second(self) -> float:
+        return self.done / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def eta_seconds(self) -> float | None:
+        rate = self.events_per_second
+        return max(self.total - self.done, 0) / rate if rate > 0 else None
 
 
 class ProjectionFailed(Exception):
@@ -75,11 +114,19 @@ class ProjectionRunner:
         *,
         batch_size: int = 1000,
         poll_seconds: float = 1.0,
+        catch_up_batch_max: int | None = None,
     ) -> None:
         self.pool = pool
         self.projections = {p.name: p for p in projections}
         self.batch_size = batch_size
+        if catch_up_batch_max is None:
+            # Batches under GROWTH_FROM events are a deliberate choice (tests compare one event
+            # per batch with folded batches): they stay as asked.
+            catch_up_batch_max = CATCH_UP_BATCH_MAX if batch_size >= GROWTH_FROM else batch_size
+        self.catch_up_batch_max = max(batch_size, catch_up_batch_max)
         self.poll_seconds = poll_seconds
+        self.rebuild_progress: RebuildProgress | None = None
+        self._fold = SharedFold()
         self._wake = asyncio.Event()
         self._failed: set[str] = set()
         self._positions_exist = False
@@ -150,22 +197,122 @@ class ProjectionRunner:
         return len(events or [])
 
     async def catch_up(self, names: Sequence[str] | None = None, *, wait: bool = True) -> int:
-        """Runs the projections up to the head as it is now. Raises ProjectionFailed."""
+        """Runs the projections up to the head as it is now, those at the same position over
+        shared batches. Raises ProjectionFailed (after the others caught up) if one failed."""
         await self.ensure_positions()
+        failures: list[ProjectionFailed] = []
         total = 0
-        for name in names or list(self.projections):
-            for partition in range(PARTITION_COUNT):
-                while True:
-                    try:
-                        done = await self.run_batch(name, partition, wait=wait)
-                    except DATABASE_OUTAGES:
-                        raise  # the events are fine; the caller tries again when it can
-                    except Exception as error:  # noqa: BLE001 - any error: find the event
-                        done = await self._one_event_at_a_time(name, partition, error)
-                    total += done
-                    if done < self.batch_size:
-                        break
+        for partition in range(PARTITION_COUNT):
+            total += await self._catch_up_partition(
+                list(names or self.projections), partition, wait=wait, failures=failures
+            )
+        if failures:
+            raise failures[0]
         return total
+
+    async def _catch_up_partition(
+        self, names: list[str], partition: int, *, wait: bool, failures: list[ProjectionFailed]
+    ) -> int:
+        total = 0
+        size = self.batch_size
+        while True:
+            try:
+                async with self.pool.acquire() as connection, connection.transaction():
+                    outcome = await self._shared_batch(
+                        connection, names, partition, wait=wait, limit=size
+                    )
+            except DATABASE_OUTAGES:
+                raise  # the events are fine; the caller tries again when it can
+            except Exception:  # noqa: BLE001 - any error: one at a time finds the event
+                for name in names:
+                    try:
+                        total += await self._catch_up_alone(name, partition, wait=wait)
+                    except ProjectionFailed as failed:
+                        failures.append(failed)
+                return total
+            if outcome is None:
+                return total  # another runner holds the rows: it is catching them up
+            done, grouped, locked = outcome
+            total += done * grouped
+            if done < size and grouped == locked:
+                return total
+            if done == size:
+                size = min(size * 2, self.catch_up_batch_max)
+
+    async def _catch_up_alone(self, name: str, partition: int, *, wait: bool) -> int:
+        """One projection by itself, batch by batch, a failing batch replayed one event at a
+        time. Raises ProjectionFailed."""
+        total = 0
+        while True:
+            try:
+                done = await self.run_batch(name, partition, wait=wait)
+            except DATABASE_OUTAGES:
+                raise
+            except Exception as error:  # noqa: BLE001 - any error: find the event
+                done = await self._one_event_at_a_time(name, partition, error)
+            total += done
+            if done < self.batch_size:
+                return total
+
+    async def _shared_batch(
+        self,
+        connection: AnyConnection,
+        names: Sequence[str],
+        partition: int,
+        *,
+        wait: bool,
+        limit: int,
+    ) -> tuple[int, int, int] | None:
+        """One batch, inside the caller's transaction, for every projection of `names` at the
+        lowest position among them: (events, projections fed, position rows locked), or None
+        when another runner holds every row. Rows are locked in name order (no deadlock between
+        runners)."""
+        lock = "FOR UPDATE" if wait else "FOR UPDATE SKIP LOCKED"
+        rows = await connection.fetch(
+            "SELECT name, position FROM projection_positions"  # noqa: S608 - constant lock clause
+            f" WHERE name = any($1::text[]) AND partition = $2 ORDER BY name {lock}",
+            list(names),
+            partition,
+        )
+        if not rows:
+            return None
+        start = min(row["position"] for row in rows)
+        group = [self.projections[row["name"]] for row in rows if row["position"] == start]
+        events = await fetch_batch(connection, partition, after=start, limit=limit)
+        if not events:
+            return 0, len(group), len(rows)
+        try:
+            with fewer_collections():
+                await self._apply(connection, group, events)
+            await connection.execute(
+                "UPDATE projection_positions SET position = $3, updated_at = now(),"
+                " failed_position = NULL, failure = NULL"
+                " WHERE name = any($1::text[]) AND partition = $2",
+                [projection.name for projection in group],
+                partition,
+                events[-1].position,
+            )
+        except BaseException:
+            self._fold.forget()
+            for projection in group:
+                projection.forget()
+            raise
+        return len(events), len(group), len(rows)
+
+    async def _apply(
+        self, connection: AnyConnection, group: list[Projection], events: list[RecordedEvent]
+    ) -> None:
+        if len(group) == 1:
+            await group[0].apply(connection, events)  # alone: its own fold, no copies
+            return
+
+        async def load_before(stream_id: str, version: int) -> list[RecordedEvent]:
+            return await fetch_stream_before(connection, stream_id, version)
+
+        states = await self._fold.fold(events, load_before)
+        with states.current():
+            for projection in group:
+                await projection.apply(connection, events)
 
     async def _one_event_at_a_time(self, name: str, partition: int, error: Exception) -> int:
         """Replays the failed batch one event per transaction, so everything before the failing
@@ -249,13 +396,13 @@ class ProjectionRunner:
                 await listener.remove_listener(NOTIFY_CHANNEL, self._notified)
 
     async def _one_pass(self) -> None:
-        for name in self.projections:
-            if name in self._failed:
-                continue
-            try:
-                await self.catch_up([name], wait=False)
-            except ProjectionFailed as failed:
-                log.error("%s", failed)  # noqa: TRY400 - the failure says it all
+        active = [name for name in self.projections if name not in self._failed]
+        if not active:
+            return
+        try:
+            await self.catch_up(active, wait=False)
+        except ProjectionFailed as failed:
+            log.error("%s", failed)  # noqa: TRY400 - the failure says it all
 
     def _notified(self, *_: object) -> None:
         self._wake.set()
@@ -264,11 +411,14 @@ class ProjectionRunner:
 
     async def rebuild(self, name: str, progress: Progress | None = None) -> int:
         """Empties the read model and replays the whole log into it in ONE transaction: readers
-        keep the old rows until the new ones commit, and live batches wait on the position row."""
+        keep the old rows until the new ones commit, and live batches wait on the position row.
+        Batches grow as in a catch-up; before each call of `progress`, `rebuild_progress` says
+        the rate and the time left."""
         projection = self.projections[name]
         projection.forget()
         await self.ensure_positions()
         done = 0
+        started = time.monotonic()
         try:
             async with self.pool.acquire() as connection, connection.transaction():
                 await connection.execute(
@@ -281,14 +431,24 @@ class ProjectionRunner:
                     " failure = NULL WHERE name = $1",
                     name,
                 )
-                total = await connection.fetchval(
-                    "SELECT coalesce(sum(position), 0) FROM log_heads"
+                total = int(
+                    await connection.fetchval("SELECT coalesce(sum(position), 0) FROM log_heads")
                 )
                 for partition in range(PARTITION_COUNT):
-                    while events := await self._batch(connection, projection, partition, wait=True):
-                        done += len(events)
+                    size = self.batch_size
+                    while outcome := await self._shared_batch(
+                        connection, [name], partition, wait=True, limit=size
+                    ):
+                        if not outcome[0]:
+                            break
+                        done += outcome[0]
+                        self.rebuild_progress = RebuildProgress(
+                            name, done, total, time.monotonic() - started
+                        )
                         if progress is not None:
                             progress(done, total)
+                        if outcome[0] == size:
+                            size = min(size * 2, self.catch_up_batch_max)
         finally:
             projection.forget()
         self._failed.discard(name)

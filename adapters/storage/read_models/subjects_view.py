@@ -4,6 +4,7 @@ a single subject, built by the same function."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from adapters.storage.postgres_store import AnyConnection
@@ -14,25 +15,47 @@ from ledger.withdrawal import Withdrawal
 from projections.subjects import is_subject_event
 from projections.views import payment_view, withdrawal_view
 
-_UPSERT_PAYMENT = """
+# One statement per batch and table: the batch's rows as arrays, unnested and merged (a row per
+# subject: the batch folded each subject to its latest state first).
+_UPSERT_PAYMENTS = """
 INSERT INTO payments_view (payment_id, provider, provider_ref, order_id, customer_id, status,
     coverage, late, expected_currency, expected_amount, received, expires_at, created_at,
     updated_at, version, view)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
+SELECT payment_id, provider, provider_ref, order_id, customer_id, status, coverage, late,
+    expected_currency, expected_amount, received, expires_at, created_at, updated_at, version,
+    view::jsonb
+FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
+    $8::boolean[], $9::text[], $10::numeric[], $11::numeric[], $12::timestamptz[],
+    $13::timestamptz[], $14::timestamptz[], $15::integer[], $16::text[])
+    AS rows (payment_id, provider, provider_ref, order_id, customer_id, status, coverage, late,
+    expected_currency, expected_amount, received, expires_at, created_at, updated_at, version,
+    view)
 ON CONFLICT (payment_id) DO UPDATE SET provider_ref = excluded.provider_ref,
     status = excluded.status, coverage = excluded.coverage, late = excluded.late,
     received = excluded.received, updated_at = excluded.updated_at,
     version = excluded.version, view = excluded.view
 """
 
-_UPSERT_WITHDRAWAL = """
+_UPSERT_WITHDRAWALS = """
 INSERT INTO withdrawals_view (withdrawal_id, provider, provider_ref, request_id, customer_id,
     status, currency, requested, created_at, updated_at, version, view)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+SELECT withdrawal_id, provider, provider_ref, request_id, customer_id, status, currency,
+    requested, created_at, updated_at, version, view::jsonb
+FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
+    $8::numeric[], $9::timestamptz[], $10::timestamptz[], $11::integer[], $12::text[])
+    AS rows (withdrawal_id, provider, provider_ref, request_id, customer_id, status, currency,
+    requested, created_at, updated_at, version, view)
 ON CONFLICT (withdrawal_id) DO UPDATE SET provider_ref = excluded.provider_ref,
     status = excluded.status, updated_at = excluded.updated_at, version = excluded.version,
     view = excluded.view
 """
+
+
+def _columns(rows: list[tuple[Any, ...]]) -> list[list[Any]]:
+    """Rows as one list per column, the last (the JSON view) as text."""
+    columns = [list(column) for column in zip(*rows, strict=True)]
+    columns[-1] = [json.dumps(view) for view in columns[-1]]
+    return columns
 
 
 def _payment_row(payment: Payment) -> tuple[Any, ...]:
@@ -86,6 +109,6 @@ class SubjectsView(SubjectProjection):
         payments = [_payment_row(a) for a in latest.values() if isinstance(a, Payment)]
         withdrawals = [_withdrawal_row(a) for a in latest.values() if isinstance(a, Withdrawal)]
         if payments:
-            await connection.executemany(_UPSERT_PAYMENT, payments)
+            await connection.execute(_UPSERT_PAYMENTS, *_columns(payments))
         if withdrawals:
-            await connection.executemany(_UPSERT_WITHDRAWAL, withdrawals)
+            await connection.execute(_UPSERT_WITHDRAWALS, *_columns(withdrawals))
