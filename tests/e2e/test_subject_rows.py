@@ -18,8 +18,6 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
-import pytest
-
 from adapters.storage.read_models import all_projections
 from adapters.storage.read_models.readers import payments_due_to_expire
 from adapters.storage.read_models.runner import ProjectionRunner
@@ -30,12 +28,6 @@ def instant(text: str) -> datetime:
     return datetime.fromisoformat(text.removesuffix("Z") + "+00:00")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="payments_view upsert (adapters/storage/read_models/subjects_view.py) never updates "
-    "expected_currency, expected_amount or expires_at after a row was inserted from the intent "
-    "alone: live rows keep the price and no deadline, the sweeper never expires them",
-)
 async def test_a_payments_row_is_the_same_whether_its_intent_was_projected_alone_or_not(store):
     async with rig(store, ("cryptofuse",)) as bench:
         payment = await bench.create_payment("cryptofuse")

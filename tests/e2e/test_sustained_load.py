@@ -42,12 +42,6 @@ async def test_under_sustained_mixed_load_every_delivery_applies_once_and_memory
     assert not any(f.startswith("rebuild: account_balances") for f in report.failures)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="payments_view rows written live keep the intent's expected amount/currency and a "
-    "NULL expires_at (Cryptofuse, CoinCoin): the upsert never updates those columns; see "
-    "tests/e2e/test_subject_rows.py",
-)
 async def test_after_sustained_load_every_read_model_equals_its_rebuild_row_for_row():
     report = await the_report()
     assert [] == report.failed("rebuild"), report.text()

@@ -31,8 +31,10 @@ FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text
     expected_currency, expected_amount, received, expires_at, created_at, updated_at, version,
     view)
 ON CONFLICT (payment_id) DO UPDATE SET provider_ref = excluded.provider_ref,
-    status = excluded.status, coverage = excluded.coverage, late = excluded.late,
-    received = excluded.received, updated_at = excluded.updated_at,
+    customer_id = excluded.customer_id, status = excluded.status, coverage = excluded.coverage,
+    late = excluded.late, expected_currency = excluded.expected_currency,
+    expected_amount = excluded.expected_amount, received = excluded.received,
+    expires_at = excluded.expires_at, updated_at = excluded.updated_at,
     version = excluded.version, view = excluded.view
 """
 
@@ -46,8 +48,9 @@ FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text
     AS rows (withdrawal_id, provider, provider_ref, request_id, customer_id, status, currency,
     requested, created_at, updated_at, version, view)
 ON CONFLICT (withdrawal_id) DO UPDATE SET provider_ref = excluded.provider_ref,
-    status = excluded.status, updated_at = excluded.updated_at, version = excluded.version,
-    view = excluded.view
+    customer_id = excluded.customer_id, status = excluded.status, currency = excluded.currency,
+    requested = excluded.requested, updated_at = excluded.updated_at,
+    version = excluded.version, view = excluded.view
 """
 
 
