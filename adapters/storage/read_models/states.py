@@ -119,7 +119,7 @@ class ProjectionStates(Generic[Derived]):
         self._derived: OrderedDict[str, tuple[int, Derived]] = OrderedDict()
 
     @property
-    def _load_before(self) -> StreamLoader:  # what bench/projections.py counts reloads through
+    def _load_before(self) -> StreamLoader:  # bench/projection_catchup.py counts reloads
         return self._own._load_before  # noqa: SLF001
 
     @_load_before.setter

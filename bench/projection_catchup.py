@@ -2,7 +2,7 @@
 """Projection catch-up on a log of a million events, and the query endpoints' latency over a million
 payments, each beside a baseline measured in the same run.
 
-    python bench/projections.py [--dsn DSN] [--part all|catch-up|queries]
+    python bench/projection_catchup.py [--dsn DSN] [--part all|catch-up|queries]
                                 [--events 1000000] [--payments 1000000] [--batch-size 1000] ...
 
 Database: --dsn, else LEDGER_BENCH_DATABASE_URL, else
