@@ -19,6 +19,7 @@ from typing import Any
 import orjson
 from eventsourcing.domain import Aggregate
 
+from ledger.audit_json import canonical_plain
 from ledger.payment import Payment
 from ledger.ports import NewEvent, RecordedEvent
 from ledger.withdrawal import Withdrawal
@@ -27,7 +28,16 @@ AGGREGATE_TYPES: dict[str, type[Aggregate]] = {"Payment": Payment, "Withdrawal":
 _ENVELOPE_FIELDS = frozenset({"originator_id", "originator_version"})
 
 
+# Values stored as they are; checked by exact type first, since most of a document is these.
+_AS_IS = frozenset({str, int, bool, type(None)})
+
+
 def _to_json(value: Any) -> Any:  # noqa: PLR0911 - one return per JSON-able type
+    kind = type(value)
+    if kind in _AS_IS:
+        return value
+    if kind is dict:
+        return {k if type(k) is str else str(k): _to_json(v) for k, v in value.items()}
     if isinstance(value, Decimal):
         return format(value, "f")
     if isinstance(value, datetime):
@@ -46,9 +56,11 @@ def _to_json(value: Any) -> Any:  # noqa: PLR0911 - one return per JSON-able typ
 
 
 def dumps_canonical(document: Any) -> bytes:
-    return json.dumps(
-        _to_json(document), sort_keys=True, separators=(",", ":"), ensure_ascii=False
-    ).encode()
+    """Sorted keys, no spaces, raw UTF-8: the bytes the hash chain covers. `_to_json` leaves only
+    strings, integers, booleans, null, objects and arrays (floats are refused), which orjson
+    writes byte for byte as the stdlib does (ledger/audit_json.py, tested there); what orjson
+    refuses (an integer beyond 64 bits, a lone surrogate) takes the stdlib's path."""
+    return canonical_plain(_to_json(document))
 
 
 def event_type_name(aggregate_name: str, event_class: type) -> str:
