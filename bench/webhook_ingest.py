@@ -200,10 +200,10 @@ async def applier_lag(store: PostgresEventStore, after: int, applied_type: str) 
     event recorded in its payment's stream, or its unmatched record)."""
     row = await store.pool.fetchrow(
         """
-        WITH received AS (
+        WITH received AS MATERIALIZED (
             SELECT recorded_at, convert_from(payload, 'UTF8')::jsonb ->> 'dedupe_key' AS key
               FROM events WHERE type = $2 AND position > $1),
-        applied AS (
+        applied AS MATERIALIZED (
             SELECT recorded_at, coalesce(
                        convert_from(payload, 'UTF8')::jsonb -> 'delivery' ->> 'dedupe_key',
                        convert_from(payload, 'UTF8')::jsonb ->> 'dedupe_key') AS key

@@ -29,7 +29,8 @@ from aiohttp import web
 from adapters.http.auth import authorize
 from adapters.http.keys import APPLIER, RUNNER, SETTINGS
 from adapters.http.problems import RETRY_AFTER_SECONDS, problem
-from adapters.ingestion.applier import DeliveryApplier, ProviderNotConfigured
+from adapters.ingestion.applier import DeliveryApplier
+from adapters.ingestion.reading import ProviderNotConfigured
 from adapters.storage.read_models.journal import JournalProjection
 from adapters.storage.read_models.readers import projection_positions
 from adapters.storage.read_models.reconciliation import ReconciliationProjection

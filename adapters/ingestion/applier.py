@@ -8,9 +8,10 @@ names it (`applier@<position>`) and which moves only from the holder it had when
 it commits with the pass's effects, in the same statement, and a second applier (another process)
 that started from the same position is refused instead of applying the pass twice.
 
-A pass stops before each acceptance, so that the acceptance finds every unmatched delivery the
-log holds before it, committed; a delivery after it finds its subject. Either way, one of the two
-sees the other, which no pair of concurrent requests could promise.
+A pass stops before an acceptance when it holds unmatched records not committed yet, so that the
+acceptance finds every unmatched delivery the log holds before it, committed; a delivery after it
+finds its subject. Either way, one of the two sees the other, which no pair of concurrent
+requests could promise.
 """
 
 from __future__ import annotations
@@ -19,45 +20,33 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
 
-from adapters.ingestion.application import apply_to_subject
 from adapters.ingestion.batch import Batch
-from adapters.ingestion.subject_index import takes_deliveries
-from adapters.ingestion.text import storable
-from adapters.ingestion.unmatched import hold, index_keys, waiting_for
+from adapters.ingestion.effects import PassEffects
+from adapters.ingestion.reading import (
+    READ_TYPES,
+    DeliveryReading,
+    ToApply,
+    accepted_type,
+)
+from adapters.ingestion.unmatched import index_keys
 from adapters.providers.contract import (
-    Operation,
     ProviderAdapter,
-    TokenScope,
-    WebhookBodyInvalid,
-    WebhookDelivery,
 )
 from adapters.storage.postgres_store import PostgresEventStore, recorded_event
 from adapters.storage.repository import AggregateRepository
-from ledger.codec import decode_document
-from ledger.commands import PaymentUpdate, ProviderBalanceReport, Translation, WithdrawalUpdate
 from ledger.deliveries import (
     DeliveryOutcome,
-    ProviderBalanceReported,
     ReceiptKind,
-    ReceivedDelivery,
 )
 from ledger.errors import ConcurrencyConflict
-from ledger.payment import Payment
 from ledger.ports import Claim, ClaimTaken, RecordedEvent
-from ledger.withdrawal import Withdrawal
 
 log = logging.getLogger(__name__)
 
-PAYMENT_ACCEPTED = "Payment.Submitted"
-WITHDRAWAL_ACCEPTED = "Withdrawal.Submitted"
-ACCEPTANCES = frozenset((PAYMENT_ACCEPTED, WITHDRAWAL_ACCEPTED))
-READ_TYPES = [ReceiptKind.RECEIVED.value, ReceiptKind.REJECTED.value, *sorted(ACCEPTANCES)]
 POSITION_CLAIM = "consumer_position"
-BALANCE_RECORD = "ProviderBalance.Reported"
 PASS_EVENTS_MAX = 500
 # A pass is done again when another writer committed to one of its subjects meanwhile; each
 # try starts from the newer state, so it settles unless that subject is written continuously.
@@ -78,31 +67,6 @@ class AppliedPass:
     outcomes: list[DeliveryOutcome]
 
 
-@dataclass(frozen=True, slots=True)
-class ToApply:
-    """One event of a pass: an acceptance, or a delivery with its translated facts (none when
-    there is nothing to do with it)."""
-
-    event: RecordedEvent
-    received: ReceivedDelivery | None = None
-    document: dict[str, Any] = field(default_factory=dict)
-    facts: tuple[Any, ...] = ()
-    hold_unmatched: bool = True
-    acceptance: bool = False
-
-    @property
-    def subject_facts(self) -> list[PaymentUpdate | WithdrawalUpdate]:
-        return [f for f in self.facts if isinstance(f, (PaymentUpdate, WithdrawalUpdate))]
-
-
-class ProviderNotConfigured(Exception):
-    def __init__(self, position: int, provider: str) -> None:
-        super().__init__(
-            f"the delivery at log position {position} is {provider}'s, which this process does"
-            " not configure; the applier waits there"
-        )
-
-
 class PositionMoved(Exception):
     """Another applier committed past the position this one started from."""
 
@@ -121,7 +85,8 @@ class DeliveryApplier:
     ) -> None:
         self.store = store
         self.repository = AggregateRepository(store)
-        self.adapters = adapters
+        self.reading = DeliveryReading(adapters)
+        self.effects = PassEffects(store, adapters, self.reading)
         self.partition = partition
         self.on_unverified = on_unverified
         self.on_pass = on_pass
@@ -189,7 +154,7 @@ class DeliveryApplier:
         rows = await self.store.pool.fetch(
             _READ, self.partition, self.position, until, READ_TYPES, PASS_EVENTS_MAX
         )
-        items = [self._read(recorded_event(row)) for row in rows]
+        items = [self.reading.read(recorded_event(row)) for row in rows]
         while items:
             done = await self._apply_group(items)
             items = items[done:]
@@ -201,7 +166,7 @@ class DeliveryApplier:
         see this group's unmatched records committed; returns how many it applied."""
         assert self.committed is not None
         facts = [fact for item in items for fact in item.subject_facts]
-        accepted = {i.event.stream_id: _accepted_type(i.event) for i in items if i.acceptance}
+        accepted = {i.event.stream_id: accepted_type(i.event) for i in items if i.acceptance}
         for _attempt in range(PASS_ATTEMPTS):
             batch = Batch(self.store, self.repository)
             await batch.prefetch(facts, accepted)
@@ -241,32 +206,6 @@ class DeliveryApplier:
             self.on_unverified()
         self.on_pass(AppliedPass(self.committed or 0, lag, list(batch.outcomes)))
 
-    def _read(self, event: RecordedEvent) -> ToApply:
-        """What an event asks of the applier, decoded and translated once per pass."""
-        if event.type in ACCEPTANCES:
-            return ToApply(event, acceptance=True)
-        document: dict[str, Any] = decode_document(event.payload)
-        received = ReceivedDelivery.from_document(document)
-        adapter = self.adapters.get(received.provider)
-        rejected = event.type == ReceiptKind.REJECTED.value
-        if adapter is None:
-            # Received while it was configured: applying nothing would lose it, so the applier
-            # stops here (reads answer 503) until the provider is configured again.
-            raise ProviderNotConfigured(event.position, received.provider)
-        if rejected and not adapter.supports(Operation.QUERY_PAYMENT):
-            return ToApply(event)  # nothing could ever confirm it: only a rejected attempt
-        translation = self._translate(received)
-        if translation is None:
-            return ToApply(event)
-        document = {**document, "received_at": received.received_at}
-        facts = list(translation.facts)
-        if rejected:
-            # Kept, unverified, in the stream of each known payment it names, where the
-            # provider can be asked about it; it moves no money and is never held unmatched.
-            document |= {"dedupe_key": translation.dedupe_key, "event_type": translation.event_type}
-            facts = [fact for fact in facts if isinstance(fact, PaymentUpdate)]
-        return ToApply(event, received, document, tuple(facts), hold_unmatched=not rejected)
-
     @staticmethod
     def _unmatched_claims(items: list[ToApply], batch: Batch) -> list[tuple[str, str]]:
         """The unmatched index's claims that deliveries naming no known subject will read."""
@@ -281,9 +220,9 @@ class DeliveryApplier:
 
     async def _apply_item(self, item: ToApply, batch: Batch) -> None:
         if item.acceptance:
-            await self._match_waiting(item.event, batch)
+            await self.effects.match_waiting(item.event, batch)
         elif item.received is not None:
-            await self._apply_facts(
+            await self.effects.apply_facts(
                 list(item.facts),
                 item.received,
                 item.document,
@@ -291,111 +230,3 @@ class DeliveryApplier:
                 hold_unmatched=item.hold_unmatched,
             )
 
-    def _translate(self, received: ReceivedDelivery) -> Translation | None:
-        """The delivery's translation, when it is one the ledger can store and compute with:
-        rejected deliveries were never translated on receipt (they were refused first), so the
-        receipt's checks are made here (a NUL, a lone surrogate, 1e999999999)."""
-        delivery = WebhookDelivery(
-            provider=received.provider,
-            body=received.body,
-            headers=received.headers,
-            received_at=received.received_at,
-        )
-        try:
-            translated = self.adapters[received.provider].webhooks.translate(delivery)
-            return storable(translated, received.body)
-        except (WebhookBodyInvalid, RecursionError, UnicodeEncodeError):
-            # Rejected and unreadable, or readable on receipt and the adapter changed since: the
-            # receipt stays, as the record of the attempt.
-            log.info("%s delivery at receipt %s not applied: unreadable", received.provider,
-                     received.dedupe_key or "(rejected)")
-            return None
-
-    async def _apply_facts(
-        self,
-        facts: list[Any],
-        received: ReceivedDelivery,
-        document: dict[str, Any],
-        batch: Batch,
-        *,
-        hold_unmatched: bool = True,
-    ) -> None:
-        for fact in facts:
-            if isinstance(fact, ProviderBalanceReport):
-                await self._record_balance(fact, received, document, batch)
-                continue
-            subject = await batch.find(fact)
-            if subject is None or not takes_deliveries(subject):
-                if hold_unmatched:
-                    batch.outcomes.append(
-                        await hold(batch, fact, received, funds_trusted=self._trusted(received))
-                    )
-                continue
-            batch.outcomes.append(
-                await apply_to_subject(
-                    batch, self.adapters, subject, fact, (document, received.verification)
-                )
-            )
-
-    def _trusted(self, received: ReceivedDelivery) -> bool:
-        # A per-payment callback token proves nothing until it is matched to the payment it was
-        # issued for: such funds are held as nothing until then.
-        scope = self.adapters[received.provider].webhooks.token_scope
-        return received.verification.moves_money and scope is not TokenScope.PER_SUBJECT
-
-    async def _record_balance(
-        self,
-        fact: ProviderBalanceReport,
-        received: ReceivedDelivery,
-        document: dict[str, Any],
-        batch: Batch,
-    ) -> None:
-        key = f"{received.provider}:{received.dedupe_key}"
-        if await batch.claimed("balance_delivery", key):
-            batch.outcomes.append(DeliveryOutcome.DUPLICATE)
-            return
-        stream = f"provider-balances-{received.provider}"
-        report = ProviderBalanceReported(
-            account=fact.account,
-            currency=fact.currency,
-            available=fact.available,
-            pending=fact.pending,
-            reported_at=fact.reported_at or received.received_at,
-            verified=received.verification.moves_money,
-            delivery=document,
-        )
-        await batch.record(stream, BALANCE_RECORD, report.document(), new=False)
-        batch.claim(Claim("balance_delivery", key, stream))
-        batch.outcomes.append(DeliveryOutcome.ACCEPTED)
-
-    async def _match_waiting(
-        self, event: RecordedEvent, batch: Batch
-    ) -> None:
-        """Applies the deliveries that arrived before their subject was accepted, each once."""
-        subject = await batch.subject(_accepted_type(event), event.stream_id)
-        if subject is None:
-            return
-        provider_ref = str(decode_document(event.payload).get("provider_ref") or "")
-        if isinstance(subject, Payment):
-            kind, names = "payment", [provider_ref, subject.order_id]
-        else:
-            assert isinstance(subject, Withdrawal)
-            kind, names = "withdrawal", [provider_ref, subject.request_id]
-        for record in await waiting_for(
-            self.store, subject.provider, kind, [n for n in names if n]
-        ):
-            received = ReceivedDelivery.from_document(record)
-            translation = self._translate(received)
-            if translation is None:
-                continue
-            document = {**record, "received_at": received.received_at, "matched_later": True}
-            facts = [
-                f for f in translation.facts if isinstance(f, (PaymentUpdate, WithdrawalUpdate))
-            ]
-            await self._apply_facts(
-                facts, received, document, batch, hold_unmatched=False
-            )
-
-
-def _accepted_type(event: RecordedEvent) -> type[Payment | Withdrawal]:
-    return Payment if event.type == PAYMENT_ACCEPTED else Withdrawal
