@@ -21,6 +21,9 @@ bench/webhook_ingest.lua. Runs, each `--duration` seconds at `--connections` con
                  durable); the applier applies it right after (its lag and drain are printed)
   duplicates     replays of deliveries already received: acknowledged, recorded, nothing moves
   bad signature  the distinct bodies signed with another secret: 401, each attempt recorded
+  projections on the distinct run again (other deposits) with the projection runner working in
+                 the same process, as `ledger serve` runs it: its ratio to the distinct run and
+                 the projections' lag while it ran
   unmatched      deposits naming orders the ledger does not know: received, then held unmatched
                  by the applier; run once with none stored and once after `--unmatched` records
                  were stored (the index is keyed, so the two should match)
@@ -438,6 +441,14 @@ async def measure_runs(
         )
         bad = await targets.run("webhook ingest, bad signature (401)", targets.webhook_url, forged)
         results = [hello_a, ingest, duplicates, bad]
+        if args.projections_run:
+            later = Path(folder) / "later.tsv"
+            more = range(args.deposits + 1, 2 * args.deposits + 1)
+            later.write_text("".join(deposit_lines(payments, more, secret)))
+            with_runner = await projections_running(targets, app, later)
+            print(f"  ingest with the projection runner on: {with_runner.rate / ingest.rate:.2f}"
+                  " of ingest with it off (same run)")  # fmt: skip
+            results.append(with_runner)
         if args.unmatched_runs:
             results += await unmatched_runs(targets, app, Path(folder), secret)
         hello_b = await targets.run("hello-world B", targets.hello_url, distinct)
@@ -445,6 +456,40 @@ async def measure_runs(
     print(f"\nbaseline (mean of hello-world A and B): {baseline:,.0f} req/s\n")
     print(report([*results, hello_b], baseline))
     print("(the bad-signature run's non-2xx are its expected 401s)")
+
+
+async def projections_running(targets: Targets, app: web.Application, lines: Path) -> WrkResult:
+    """The distinct run again (other deposits), with the projection runner in the process as
+    `ledger serve` runs it, and the projections' lag sampled while it runs."""
+    from adapters.http.keys import RUNNER  # noqa: PLC0415 - only for this run
+
+    runner = app[RUNNER]
+    await runner.catch_up()
+    loop_task = asyncio.create_task(runner.run_forever())
+    lags: list[float] = []
+
+    async def sample() -> None:
+        while True:
+            await asyncio.sleep(0.25)
+            lags.append(max((s.lag_seconds for s in await runner.status()), default=0.0))
+
+    sampler = asyncio.create_task(sample())
+    try:
+        result = await targets.run(
+            "webhook ingest, distinct, projections on", targets.webhook_url, lines
+        )
+    finally:
+        sampler.cancel()
+        loop_task.cancel()
+        for task in (sampler, loop_task):
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+    lags.sort()
+    if lags:
+        p50, p99 = lags[len(lags) // 2], lags[min(len(lags) - 1, int(len(lags) * 0.99))]
+        print(f"  projection lag while ingesting: p50 {p50:.2f} s, p99 {p99:.2f} s,"
+              f" max {lags[-1]:.2f} s ({len(lags)} samples)")  # fmt: skip
+    return result
 
 
 async def unmatched_runs(
@@ -537,6 +582,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=int,
         default=100_000,
         help="unmatched deliveries stored before the second unmatched run (100000)",
+    )
+    parser.add_argument(
+        "--no-projections-run",
+        dest="projections_run",
+        action="store_false",
+        help="skip the run with the projection runner on",
     )
     parser.add_argument(
         "--no-unmatched-runs",

@@ -135,7 +135,9 @@ class JournalBatch:
                 records=self.postings,
                 columns=["partition", "position", "line", "account", "currency", "kind", "amount"],
             )
-        changed = [(a, c, *sums) for (a, c), sums in self.balances.items() if any(sums)]
+        # Every account the batch posted to, even when its postings net to zero here: one event
+        # per batch would have made its row, and a rebuild must equal the live model row for row.
+        changed = [(a, c, *sums) for (a, c), sums in self.balances.items()]
         if changed:
             await connection.execute(
                 "INSERT INTO account_balances (account, currency, posted, pending, reserved)"
