@@ -48,8 +48,9 @@ log = logging.getLogger(__name__)
 
 POSITION_CLAIM = "consumer_position"
 PASS_EVENTS_MAX = 500
-# A pass is done again when another writer committed to one of its subjects meanwhile; each
-# try starts from the newer state, so it settles unless that subject is written continuously.
+# A pass is done again, over half as many items, when another writer committed to one of its
+# subjects meanwhile: nine halvings bring 500 items to one, and one subject settles unless it is
+# written continuously.
 PASS_ATTEMPTS = 30
 POLL_SECONDS = 0.5
 
@@ -162,13 +163,18 @@ class DeliveryApplier:
             self.position = until  # nothing else to act on up to there
 
     async def _apply_group(self, items: list[ToApply]) -> int:
-        """Applies `items` as one append, up to (not including) an acceptance that must first
-        see this group's unmatched records committed; returns how many it applied."""
+        """Applies a prefix of `items` as one append, up to (not including) an acceptance that
+        must first see this group's unmatched records committed; returns how many it applied.
+
+        Another writer (the sweeper, a provider query, settlement) committing to one of the
+        pass's subjects refuses the whole append; the pass is then done again from what is
+        stored, over half as many items each time, so that under steady writes elsewhere a
+        small pass still gets through instead of a large one failing forever."""
         assert self.committed is not None
-        facts = [fact for item in items for fact in item.subject_facts]
-        accepted = {i.event.stream_id: accepted_type(i.event) for i in items if i.acceptance}
         for _attempt in range(PASS_ATTEMPTS):
             batch = Batch(self.store, self.repository)
+            facts = [fact for item in items for fact in item.subject_facts]
+            accepted = {i.event.stream_id: accepted_type(i.event) for i in items if i.acceptance}
             await batch.prefetch(facts, accepted)
             await batch.prefetch_claims(self._unmatched_claims(items, batch))
             applied = 0
@@ -188,7 +194,8 @@ class DeliveryApplier:
             try:
                 await batch.commit(position)
             except ConcurrencyConflict:
-                continue  # another writer got to a subject first: again, from what it wrote
+                items = items[: max(1, applied // 2)]
+                continue
             except ClaimTaken as taken:
                 if taken.claim.namespace == POSITION_CLAIM:
                     raise PositionMoved from taken
