@@ -193,7 +193,12 @@ class DeliveryApplier:
             )
             try:
                 await batch.commit(position)
-            except ConcurrencyConflict:
+            except ConcurrencyConflict as conflict:
+                # Its subjects are read from the store again, not from the aggregate cache: what
+                # was cached for them is not trusted once a commit found them moved on.
+                log.info("applier pass refused (%s); again over fewer items", conflict)
+                for stream in batch.subjects:
+                    self.repository.forget(stream)
                 items = items[: max(1, applied // 2)]
                 continue
             except ClaimTaken as taken:
