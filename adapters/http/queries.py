@@ -5,7 +5,6 @@ cursors. Routes (wrapped to read your writes) are listed in adapters/http/routes
 
 from __future__ import annotations
 
-from decimal import Decimal
 from typing import Any
 
 from aiohttp import web
@@ -21,7 +20,7 @@ from adapters.http.query_params import (
     read_query,
 )
 from adapters.storage.read_models import readers
-from ledger.money import currency_scale, is_registered
+from adapters.storage.read_models.items import amount_cell, balance_cells
 
 __all__ = ["encode_cursor"]
 
@@ -50,32 +49,13 @@ async def list_withdrawals(request: web.Request) -> web.Response:
 # ---------------------------------------------------------------- balances and journal
 
 
-def _amount(value: Decimal, currency: str) -> str:
-    """At the currency's scale, always: sums of NUMERIC drop trailing zeros, 0E-8 must read
-    "0.00000000", and a figure finer than the scale (a provider's odd report) stays whole."""
-    if is_registered(currency):
-        scaled = value.quantize(Decimal(1).scaleb(-currency_scale(currency)))
-        if scaled == value:
-            value = scaled
-    return format(value, "f")
-
-
 async def balances(request: web.Request) -> web.Response:
     authorize(request, "finance:read")
     query = read_query(request, BalancesQuery)
     rows = await readers.balance_rows(
         request.app[RUNNER].pool, account=query.account, currency=query.currency
     )
-    items = [
-        {
-            "account": r["account"],
-            "currency": r["currency"],
-            "pending": _amount(r["pending"], r["currency"]),
-            "posted": _amount(r["posted"], r["currency"]),
-            "available": _amount(r["available"], r["currency"]),
-        }
-        for r in rows
-    ]
+    items = [balance_cells(row) for row in rows]
     return web.json_response({"items": items})
 
 
@@ -83,14 +63,14 @@ async def journal(request: web.Request) -> web.Response:
     authorize(request, "finance:read")
     query = read_query(request, JournalQuery)
     page, more, postings = await readers.journal_page(request.app[RUNNER].pool, query)
-    lines: dict[int, list[dict[str, str]]] = {}
+    lines: dict[int, list[dict[str, str | None]]] = {}
     for p in postings:
         lines.setdefault(p["position"], []).append(
             {
                 "account": p["account"],
                 "currency": p["currency"],
                 "kind": p["kind"],
-                "amount": _amount(p["amount"], p["currency"]),
+                "amount": amount_cell(p["amount"], p["currency"]),
             }
         )
     items = [

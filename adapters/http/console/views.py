@@ -15,7 +15,7 @@ from adapters.http.console.timeline import timeline_event
 from adapters.http.freshness import JOURNAL
 from adapters.http.keys import CHECKPOINTER, RUNNER, STORE
 from adapters.storage.read_models import readers
-from adapters.storage.read_models.items import amount_cell
+from adapters.storage.read_models.items import balance_cells
 from adapters.storage.repository import AggregateRepository
 from ledger.payment import Payment
 from ledger.withdrawal import Withdrawal
@@ -67,16 +67,7 @@ async def balances_page(request: web.Request) -> web.Response:
     if (stale := await not_fresh(request, [JOURNAL])) is not None:
         return stale
     rows = await readers.balance_rows(request.config_dict[RUNNER].pool)
-    balances = [
-        {
-            "account": r["account"],
-            "currency": r["currency"],
-            "pending": amount_cell(r["pending"], r["currency"]),
-            "posted": amount_cell(r["posted"], r["currency"]),
-            "available": amount_cell(r["available"], r["currency"]),
-        }
-        for r in rows
-    ]
+    balances = [balance_cells(row) for row in rows]
     return page(request, "balances.html", "Balances", balances=balances)
 
 

@@ -106,6 +106,18 @@ def amount_cell(value: Decimal | None, currency: str) -> str | None:
     return format(value, "f")
 
 
+def balance_cells(row: asyncpg.Record | Mapping[str, Any]) -> dict[str, str | None]:
+    """One account balance (a `balance_rows` row), as the API and the console show it."""
+    currency = str(row["currency"])
+    return {
+        "account": row["account"],
+        "currency": currency,
+        "pending": amount_cell(row["pending"], currency),
+        "posted": amount_cell(row["posted"], currency),
+        "available": amount_cell(row["available"], currency),
+    }
+
+
 def instant_cell(value: datetime | None) -> str | None:
     """An instant in ISO 8601, UTC, ending in `Z` (microseconds kept when there are any)."""
     if value is None:
