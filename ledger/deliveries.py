@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
-from typing import Any
+from typing import Any, ClassVar
 
 
 class VerificationOutcome(StrEnum):
@@ -145,6 +145,8 @@ class HeldFunds:
 class UnmatchedDelivery:
     """A received delivery naming no payment or withdrawal the ledger knows yet."""
 
+    event_type: ClassVar[str] = "Delivery.Unmatched"
+
     delivery: ReceivedDelivery
     subject_type: str  # payment or withdrawal
     references: tuple[str, ...]
@@ -165,7 +167,11 @@ class UnmatchedDelivery:
 
 @dataclass(frozen=True, slots=True)
 class ProviderBalanceReported:
-    """A provider's own statement of an account balance (a delivery, or a poll's answer)."""
+    """A provider's own statement of an account balance: in a delivery (`delivery`, its
+    document), or in the answer to the ledger's own poll (`provider` and the poll's
+    `exchanges`)."""
+
+    event_type: ClassVar[str] = "ProviderBalance.Reported"
 
     account: str
     currency: str
@@ -173,11 +179,12 @@ class ProviderBalanceReported:
     pending: Decimal | None
     reported_at: datetime
     verified: bool
-    delivery: Mapping[str, Any] | None = None  # the delivery's document, when one said it
+    delivery: Mapping[str, Any] | None = None
+    provider: str = ""
+    exchanges: tuple[Mapping[str, Any], ...] = ()
 
     def document(self) -> dict[str, Any]:
-        return {
-            "delivery": dict(self.delivery) if self.delivery is not None else None,
+        document: dict[str, Any] = {
             "account": self.account,
             "currency": self.currency,
             "available": self.available,
@@ -185,6 +192,10 @@ class ProviderBalanceReported:
             "reported_at": self.reported_at,
             "verified": self.verified,
         }
+        if self.delivery is not None:
+            return {**document, "delivery": dict(self.delivery)}
+        polled = [dict(exchange) for exchange in self.exchanges]
+        return {**document, "provider": self.provider, "source": "poll", "exchanges": polled}
 
 
 def _body_document(body: bytes) -> dict[str, str]:

@@ -194,11 +194,9 @@ class DeliveryApplier:
             try:
                 await batch.commit(position)
             except ConcurrencyConflict as conflict:
-                # Its subjects are read from the store again, not from the aggregate cache: what
-                # was cached for them is not trusted once a commit found them moved on.
+                # The next try loads its subjects again (the cache asks the store for what
+                # came after what it holds), over fewer items.
                 log.info("applier pass refused (%s); again over fewer items", conflict)
-                for stream in batch.subjects:
-                    self.repository.forget(stream)
                 items = items[: max(1, applied // 2)]
                 continue
             except ClaimTaken as taken:

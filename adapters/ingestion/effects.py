@@ -21,8 +21,6 @@ from ledger.payment import Payment
 from ledger.ports import Claim, RecordedEvent
 from ledger.withdrawal import Withdrawal
 
-BALANCE_RECORD = "ProviderBalance.Reported"
-
 
 class PassEffects:
     def __init__(
@@ -88,7 +86,7 @@ class PassEffects:
             verified=received.verification.moves_money,
             delivery=document,
         )
-        await batch.record(stream, BALANCE_RECORD, report.document(), new=False)
+        await batch.record(stream, report.event_type, report.document(), new=False)
         batch.claim(Claim("balance_delivery", key, stream))
         batch.outcomes.append(DeliveryOutcome.ACCEPTED)
 

@@ -15,7 +15,7 @@ from ledger.commands import PaymentUpdate, WithdrawalUpdate
 from ledger.deliveries import DeliveryOutcome, HeldFunds, ReceivedDelivery, UnmatchedDelivery
 from ledger.ports import Claim
 
-UNMATCHED_RECORD = "Delivery.Unmatched"
+UNMATCHED_RECORD = UnmatchedDelivery.event_type
 # The claim key of an unverified unmatched delivery: apart from the verified one's, so that an
 # unauthenticated copy sent first cannot stop the genuine delivery of the same body.
 UNVERIFIED_PREFIX = "unverified:"

@@ -19,6 +19,7 @@ from adapters.providers.contract import (
 from adapters.services.records import append_record
 from adapters.storage.outages import DATABASE_OUTAGES
 from adapters.storage.postgres_store import PostgresEventStore
+from ledger.deliveries import ProviderBalanceReported
 
 log = logging.getLogger(__name__)
 
@@ -58,22 +59,22 @@ class BalancePoller:
             )
             raise
         for report in reports:
+            reported = ProviderBalanceReported(
+                account=report.account,
+                currency=report.currency,
+                available=report.available,
+                pending=report.pending,
+                reported_at=report.reported_at or self.clock(),
+                # An answer to our own authenticated request: as trustworthy as it gets.
+                verified=True,
+                provider=provider,
+                exchanges=tuple(dataclasses.asdict(e) for e in exchanges),
+            )
             await append_record(
                 self.store,
                 f"provider-balances-{provider}",
-                "ProviderBalance.Reported",
-                {
-                    "provider": provider,
-                    "source": "poll",
-                    "account": report.account,
-                    "currency": report.currency,
-                    "available": report.available,
-                    "pending": report.pending,
-                    "reported_at": report.reported_at or self.clock(),
-                    # An answer to our own authenticated request: as trustworthy as it gets.
-                    "verified": True,
-                    "exchanges": [dataclasses.asdict(e) for e in exchanges],
-                },
+                ProviderBalanceReported.event_type,
+                reported.document(),
             )
         return len(reports)
 

@@ -84,11 +84,6 @@ class AggregateRepository:
                 loaded[stream] = aggregate
         return loaded
 
-    def forget(self, stream_id: str) -> None:
-        """Drops what the cache holds of `stream_id`: its next load replays the stream."""
-        if self.cache is not None:
-            self.cache.discard(stream_id)
-
     async def save(
         self, *aggregates: Aggregate, claims: Sequence[Claim] = (), extra: Sequence[NewEvent] = ()
     ) -> list[RecordedEvent]:

@@ -15,6 +15,7 @@ from adapters.storage.postgres_store import AnyConnection
 from adapters.storage.read_models.base import SubjectProjection
 from adapters.storage.read_models.states import shared
 from ledger.codec import decode_document
+from ledger.deliveries import UnmatchedDelivery
 from ledger.payment import Payment
 from ledger.ports import RecordedEvent
 from projections.postings import (
@@ -29,7 +30,7 @@ from projections.postings import (
 )
 from projections.subjects import is_subject_event
 
-UNMATCHED_RECORD = "Delivery.Unmatched"
+UNMATCHED_RECORD = UnmatchedDelivery.event_type
 
 
 def subject_targets(aggregate: Any) -> Postings:

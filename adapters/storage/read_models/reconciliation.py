@@ -23,13 +23,14 @@ from adapters.storage.read_models.journal import (
     subject_targets,
 )
 from ledger.codec import decode_document
+from ledger.deliveries import ProviderBalanceReported
 from ledger.payment import Payment
 from ledger.ports import RecordedEvent
 from projections.findings import Finding, Reason, payment_findings, withdrawal_findings
 from projections.postings import Kind, provider_funds
 from projections.subjects import is_subject_event
 
-BALANCE_RECORD = "ProviderBalance.Reported"
+BALANCE_RECORD = ProviderBalanceReported.event_type
 BALANCE_STREAM_PREFIX = "provider-balances-"
 
 
