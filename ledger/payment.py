@@ -104,6 +104,64 @@ def _highest_total(deposits: Iterable[Deposit]) -> Decimal:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class DepositTotals:
+    """What a payment's deposits add up to, against what it expects: the one place that says
+    which deposit counts where.
+
+    A payment counts them again only when its deposits, its deadline or its expected amount
+    change (in the events that change them), not on every read: a projection reads received,
+    pending, overpaid and status many times for each state it is handed."""
+
+    received: Money  # confirmed funds from authenticated reports, late ones included
+    received_on_time: Money  # of those, observed by the deadline: they complete a payment
+    pending: Money  # authenticated, seen on chain, not yet confirmed
+    unverified: Money  # reported only by deliveries the ledger could not authenticate
+    cumulative_total: Decimal  # the highest verified running total
+    late: bool  # an authenticated deposit observed after the deadline
+    outstanding: Money  # expected, less what was received or is pending; never below zero
+    overpaid: Money  # received beyond expected
+
+    @classmethod
+    def count(
+        cls, deposits: Iterable[Deposit], deadline: datetime | None, expected: Money
+    ) -> DepositTotals:
+        received = received_on_time = pending = single_unverified = cumulative = Decimal(0)
+        late = False
+        unverified_totals: list[Deposit] = []
+        for d in deposits:
+            cumulative_part = d.deposit_id.startswith(_CUMULATIVE)
+            if not d.verified:
+                # Of unverified running totals only the part above the verified total counts.
+                if cumulative_part:
+                    unverified_totals.append(d)
+                else:
+                    single_unverified += d.amount
+                continue
+            observed_late = deadline is not None and d.observed_at > deadline
+            late = late or observed_late
+            if cumulative_part:
+                cumulative += d.amount
+            if not d.confirmed:
+                pending += d.amount
+                continue
+            received += d.amount
+            if not observed_late:
+                received_on_time += d.amount
+        above = max(_highest_total(unverified_totals) - cumulative, Decimal(0))
+        currency, zero = expected.currency, Decimal(0)
+        return cls(
+            received=Money(received, currency),
+            received_on_time=Money(received_on_time, currency),
+            pending=Money(pending, currency),
+            unverified=Money(single_unverified + above, currency),
+            cumulative_total=cumulative,
+            late=late,
+            outstanding=Money(max(expected.amount - received - pending, zero), currency),
+            overpaid=Money(max(received - expected.amount, zero), currency),
+        )
+
+
 class Payment(ProviderRecordedAggregate):
     """A request for funds at one provider, and everything that arrived for it."""
 
@@ -150,6 +208,7 @@ class Payment(ProviderRecordedAggregate):
         self.failed_reason: str | None = None
         self.settled = False
         self.settled_at: datetime | None = None
+        self._count_deposits()
 
     @classmethod
     def create(  # noqa: PLR0913 - mirrors the creation facts
@@ -450,6 +509,7 @@ class Payment(ProviderRecordedAggregate):
         self.pay_address = pay_address
         if payment_url is not None:
             self.metadata = {**self.metadata, "payment_url": payment_url}
+        self._count_deposits()
 
     @event("SubmissionRefused")
     def _submission_refused(self, reason: str) -> None:
@@ -477,6 +537,7 @@ class Payment(ProviderRecordedAggregate):
                 deposit_id, amount, tx_hash, confirmations, confirmed, verified, observed_at
             ),
         }
+        self._count_deposits()
 
     @event("DepositConfirmed")
     def _deposit_confirmed(
@@ -498,6 +559,7 @@ class Payment(ProviderRecordedAggregate):
                 observed_at=observed_at,
             ),
         }
+        self._count_deposits()
 
     @event("DepositReportedAgain")
     def _deposit_reported_again(self, deposit_id: str, duplicate: bool = True) -> None:  # noqa: FBT002 - events stored before the field existed were duplicates
@@ -542,6 +604,7 @@ class Payment(ProviderRecordedAggregate):
     def _expired(self, at: datetime, by: str) -> None:
         self.expired_at = at
         self.expired_by = by
+        self._count_deposits()
 
     @event("Failed")
     def _failed(self, reason: str) -> None:
@@ -563,18 +626,15 @@ class Payment(ProviderRecordedAggregate):
             )
         return quantize_exact(amount, currency)
 
+    def _count_deposits(self) -> None:
+        """Called by every event that changes the deposits, the deadline or the expected amount."""
+        self.totals = DepositTotals.count(self.deposits.values(), self.deadline, self.expected)
+
     @property
     def cumulative_total(self) -> Decimal:
         """The highest verified running total: verified cumulative deposits hold its increments.
         Unverified ones are not counted, so that the same total arriving verified adds them."""
-        return sum(
-            (
-                d.amount
-                for d in self.deposits.values()
-                if d.verified and d.deposit_id.startswith(_CUMULATIVE)
-            ),
-            Decimal(0),
-        )
+        return self.totals.cumulative_total
 
     @property
     def deadline(self) -> datetime | None:
@@ -586,56 +646,33 @@ class Payment(ProviderRecordedAggregate):
         deadline = self.deadline
         return deadline is not None and deposit.observed_at > deadline
 
-    def _sum(self, *, confirmed: bool, verified: bool = True, on_time_only: bool = False) -> Money:
-        total = sum(
-            (
-                d.amount
-                for d in self.deposits.values()
-                if d.confirmed == confirmed
-                and d.verified == verified
-                and not (on_time_only and self.is_late(d))
-            ),
-            Decimal(0),
-        )
-        return Money(total, self.expected.currency)
-
     @property
     def received(self) -> Money:
         """Confirmed funds from authenticated reports, late ones included."""
-        return self._sum(confirmed=True)
+        return self.totals.received
 
     @property
     def pending(self) -> Money:
         """Seen on chain, not yet confirmed."""
-        return self._sum(confirmed=False)
+        return self.totals.pending
 
     @property
     def unverified(self) -> Money:
         """Reported only by deliveries the ledger could not authenticate: not received. Of the
         running totals, only what the highest unverified one reports above the verified one."""
-        single = sum(
-            (
-                d.amount
-                for d in self.deposits.values()
-                if not d.verified and not d.deposit_id.startswith(_CUMULATIVE)
-            ),
-            Decimal(0),
-        )
-        unverified_total = _highest_total(d for d in self.deposits.values() if not d.verified)
-        above = max(unverified_total - self.cumulative_total, Decimal(0))
-        return Money(single + above, self.expected.currency)
+        return self.totals.unverified
 
     @property
     def outstanding(self) -> Money:
-        return (self.expected - self.received - self.pending).max_zero()
+        return self.totals.outstanding
 
     @property
     def overpaid(self) -> Money:
-        return (self.received - self.expected).max_zero()
+        return self.totals.overpaid
 
     @property
     def late(self) -> bool:
-        return any(self.is_late(d) for d in self.deposits.values() if d.verified)
+        return self.totals.late
 
     @property
     def coverage(self) -> Coverage:
@@ -653,7 +690,7 @@ class Payment(ProviderRecordedAggregate):
         """Money first: funds confirmed in time complete a payment whatever else was said."""
         if self.submission is Submission.SUBMITTING:
             return PaymentStatus.SUBMITTING
-        if self._sum(confirmed=True, on_time_only=True) >= self.expected:
+        if self.totals.received_on_time >= self.expected:
             return PaymentStatus.COMPLETED
         if self.failed_reason is not None:
             return PaymentStatus.FAILED

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
+from functools import cache
 from typing import Any, Generic, TypeVar
 
 from ledger.codec import AGGREGATE_TYPES, aggregate_name_of, decode, rebuild
@@ -22,7 +23,12 @@ StreamLoader = Callable[[str, int], Awaitable[list[RecordedEvent]]]
 
 
 def is_subject_event(event: RecordedEvent) -> bool:
-    return "topic" in event.metadata and aggregate_name_of(event.type) in AGGREGATE_TYPES
+    return _names_subject(event.type) and "topic" in event.metadata
+
+
+@cache  # a handful of event types, asked about for every event a projection reads
+def _names_subject(recorded_type: str) -> bool:
+    return aggregate_name_of(recorded_type) in AGGREGATE_TYPES
 
 
 class SubjectStates(Generic[Derived]):

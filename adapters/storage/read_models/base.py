@@ -31,9 +31,13 @@ class SubjectProjection:
     projection's own cache), fed from the runner's connection on a miss. A subclass says what it
     reads from a state by overriding `derive`."""
 
+    name: str
+
     def __init__(self) -> None:
         self._connection: AnyConnection | None = None
-        self._states: ProjectionStates[Any] = ProjectionStates(self._load_before, self.derive)
+        self._states: ProjectionStates[Any] = ProjectionStates(
+            self.name, self._load_before, self.derive
+        )
 
     def derive(self, aggregate: Any) -> Any:  # noqa: ARG002 - the default reads nothing
         return None

@@ -41,7 +41,7 @@ from adapters.storage.postgres_store import (
     fetch_batch,
     fetch_stream_before,
 )
-from adapters.storage.read_models.base import Projection
+from adapters.storage.read_models.base import Projection, SubjectProjection
 from adapters.storage.read_models.collector import fewer_collections
 from adapters.storage.read_models.states import SharedFold
 from ledger.ports import PARTITION_COUNT, RecordedEvent
@@ -303,13 +303,14 @@ class ProjectionRunner:
         self, connection: AnyConnection, group: list[Projection], events: list[RecordedEvent]
     ) -> None:
         if len(group) == 1:
-            await group[0].apply(connection, events)  # alone: its own fold, no copies
+            await group[0].apply(connection, events)  # alone: its own fold
             return
 
         async def load_before(stream_id: str, version: int) -> list[RecordedEvent]:
             return await fetch_stream_before(connection, stream_id, version)
 
-        states = await self._fold.fold(events, load_before)
+        derivers = {p.name: p.derive for p in group if isinstance(p, SubjectProjection)}
+        states = await self._fold.fold(events, load_before, derivers)
         with states.current():
             for projection in group:
                 await projection.apply(connection, events)
