@@ -647,6 +647,13 @@ class Timed:
     def tables(self) -> tuple[str, ...]:
         return self.inner.tables
 
+    @property
+    def reads(self) -> tuple[str, ...] | None:
+        return self.inner.reads
+
+    def __getattr__(self, name: str) -> Any:  # `derive`, for the runner's shared fold
+        return getattr(self.inner, name)
+
     async def apply(self, connection: AnyConnection, events: list[RecordedEvent]) -> None:
         started = perf_counter()
         await self.inner.apply(connection, events)
@@ -659,6 +666,7 @@ class Timed:
 class Nothing:
     name = "nothing"
     tables: tuple[str, ...] = ()
+    reads: tuple[str, ...] | None = None  # every event: the runner reading the whole log
 
     async def apply(self, connection: AnyConnection, events: list[RecordedEvent]) -> None:
         pass

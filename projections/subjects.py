@@ -22,6 +22,10 @@ Derived = TypeVar("Derived")
 StreamLoader = Callable[[str, int], Awaitable[list[RecordedEvent]]]
 
 
+# The event types of payments and withdrawals, as prefixes of their names.
+SUBJECT_TYPE_PREFIXES = tuple(f"{name}." for name in AGGREGATE_TYPES)
+
+
 def is_subject_event(event: RecordedEvent) -> bool:
     return _names_subject(event.type) and "topic" in event.metadata
 

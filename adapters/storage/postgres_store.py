@@ -504,6 +504,58 @@ async def fetch_batch(
     return events_of_rows(rows)
 
 
+@dataclass(frozen=True, slots=True)
+class Span:
+    """The log positions (after, until] of a partition, and those of its events a reader asked
+    for (all of them, in order, when it named no types)."""
+
+    after: int
+    until: int
+    events: list[RecordedEvent]
+
+    @property
+    def covered(self) -> int:
+        return self.until - self.after
+
+
+async def fetch_span(
+    connection: AnyConnection,
+    partition: int,
+    *,
+    after: int,
+    limit: int,
+    type_prefixes: Sequence[str] | None = None,
+) -> Span:
+    """Up to `limit` positions after `after`, with only the events whose type starts with one of
+    `type_prefixes`: the others (a webhook's raw body in Delivery.Received, say) never leave the
+    server. That a span can end past the last event it returns rests on the order being
+    gap-free (above): every position up to the head read here exists and is committed, so the
+    next statement sees all of them."""
+    head = await connection.fetchval(
+        "SELECT position FROM log_heads WHERE partition = $1", partition
+    )
+    until = min(int(head or 0), after + limit)
+    if until <= after:
+        return Span(after, after, [])
+    if type_prefixes is None:
+        events = await fetch_batch(connection, partition, after=after, limit=limit, until=until)
+        return Span(after, until, events)
+    rows = await connection.fetch(
+        f"SELECT {_SELECT_COLUMNS} FROM events"  # noqa: S608 - constant columns
+        " WHERE partition = $1 AND position > $2 AND position <= $3 AND type LIKE ANY($4)"
+        " ORDER BY position",
+        partition,
+        after,
+        until,
+        [_escape_like(prefix) + "%" for prefix in type_prefixes],
+    )
+    return Span(after, until, events_of_rows(rows))
+
+
+def _escape_like(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
 async def fetch_stream_before(
     source: AnyConnection | asyncpg.Pool, stream_id: str, version: int
 ) -> list[RecordedEvent]:

@@ -14,6 +14,10 @@ class Projection(Protocol):
     # Read-model tables this projection owns; a rebuild empties them (DELETE, not TRUNCATE, so
     # readers keep seeing the old rows until the rebuild commits).
     tables: tuple[str, ...]
+    # The event types it reads, as prefixes of their names (`Payment.`); None: every event. The
+    # runner fetches only these (with the positions between them), so large events no
+    # projection reads (a webhook's raw body) are never sent to it, nor decoded.
+    reads: tuple[str, ...] | None
 
     async def apply(self, connection: AnyConnection, events: list[RecordedEvent]) -> None:
         """Writes the read model's changes for `events` (in log order) on `connection`, inside

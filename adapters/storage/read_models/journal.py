@@ -28,7 +28,7 @@ from projections.postings import (
     unmatched_targets,
     withdrawal_targets,
 )
-from projections.subjects import is_subject_event
+from projections.subjects import SUBJECT_TYPE_PREFIXES, is_subject_event
 
 UNMATCHED_RECORD = UnmatchedDelivery.event_type
 
@@ -159,6 +159,7 @@ class JournalProjection(SubjectProjection):
         "account_balances",
         "journal_unmatched",
     )
+    reads: tuple[str, ...] | None = (*SUBJECT_TYPE_PREFIXES, UNMATCHED_RECORD)
 
     def derive(self, aggregate: Any) -> Postings:
         return subject_targets(aggregate)

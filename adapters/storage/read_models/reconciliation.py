@@ -28,7 +28,7 @@ from ledger.payment import Payment
 from ledger.ports import RecordedEvent
 from projections.findings import Finding, Reason, payment_findings, withdrawal_findings
 from projections.postings import Kind, provider_funds
-from projections.subjects import is_subject_event
+from projections.subjects import SUBJECT_TYPE_PREFIXES, is_subject_event
 
 BALANCE_RECORD = ProviderBalanceReported.event_type
 BALANCE_STREAM_PREFIX = "provider-balances-"
@@ -66,6 +66,7 @@ class ReconciliationProjection(SubjectProjection):
         "reconciliation_funds",
         "reconciliation_unmatched_funds",
     )
+    reads: tuple[str, ...] | None = (*SUBJECT_TYPE_PREFIXES, UNMATCHED_RECORD, BALANCE_RECORD)
 
     def derive(self, aggregate: Any) -> Derived:
         return derive(aggregate)

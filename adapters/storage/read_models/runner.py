@@ -39,9 +39,10 @@ from adapters.storage.postgres_store import (
     NOTIFY_CHANNEL,
     AnyConnection,
     fetch_batch,
+    fetch_span,
     fetch_stream_before,
 )
-from adapters.storage.read_models.base import Projection, SubjectProjection
+from adapters.storage.read_models.base import Projection
 from adapters.storage.read_models.collector import fewer_collections
 from adapters.storage.read_models.states import SharedFold
 from ledger.ports import PARTITION_COUNT, RecordedEvent
@@ -106,6 +107,16 @@ class ProjectionStatus:
         return self.lag > events_max or self.lag_seconds > seconds_max
 
 
+def _reads(group: Sequence[Projection]) -> tuple[str, ...] | None:
+    """The event types a group of projections reads between them; None: every type."""
+    prefixes: set[str] = set()
+    for projection in group:
+        if projection.reads is None:
+            return None
+        prefixes.update(projection.reads)
+    return tuple(sorted(prefixes))
+
+
 class ProjectionRunner:
     def __init__(
         self,
@@ -153,8 +164,9 @@ class ProjectionRunner:
         *,
         wait: bool,
         limit: int | None = None,
-    ) -> list[RecordedEvent] | None:
-        """One batch inside the caller's transaction; None when another runner holds the row."""
+    ) -> int | None:
+        """One batch inside the caller's transaction: how many log positions it covered; None
+        when another runner holds the row."""
         lock = "FOR UPDATE" if wait else "FOR UPDATE SKIP LOCKED"
         position = await connection.fetchval(
             "SELECT position FROM projection_positions"  # noqa: S608 - constant lock clause
@@ -164,37 +176,49 @@ class ProjectionRunner:
         )
         if position is None:
             return None
-        events = await fetch_batch(
-            connection, partition, after=position, limit=limit or self.batch_size
+        span = await fetch_span(
+            connection,
+            partition,
+            after=position,
+            limit=limit or self.batch_size,
+            type_prefixes=projection.reads,
         )
-        if events:
+        if span.covered:
             try:
-                await projection.apply(connection, events)
-                await connection.execute(
-                    "UPDATE projection_positions SET position = $3, updated_at = now(),"
-                    " failed_position = NULL, failure = NULL WHERE name = $1 AND partition = $2",
-                    projection.name,
-                    partition,
-                    events[-1].position,
-                )
+                if span.events:
+                    await projection.apply(connection, span.events)
+                await self._move(connection, [projection.name], partition, span.until)
             except BaseException:
                 # Forgotten before the caller's rollback releases the position row: whoever
                 # locks it next (a request catching up, the runner) must not build on states
                 # this batch cached and never committed.
                 projection.forget()
                 raise
-        return events
+        return span.covered
+
+    @staticmethod
+    async def _move(
+        connection: AnyConnection, names: list[str], partition: int, position: int
+    ) -> None:
+        await connection.execute(
+            "UPDATE projection_positions SET position = $3, updated_at = now(),"
+            " failed_position = NULL, failure = NULL"
+            " WHERE name = any($1::text[]) AND partition = $2",
+            names,
+            partition,
+            position,
+        )
 
     async def run_batch(self, name: str, partition: int = 0, *, wait: bool = True) -> int:
         """Processes one batch; returns how many events it covered (0: caught up or busy)."""
         projection = self.projections[name]
         try:
             async with self.pool.acquire() as connection, connection.transaction():
-                events = await self._batch(connection, projection, partition, wait=wait)
+                covered = await self._batch(connection, projection, partition, wait=wait)
         except BaseException:
             projection.forget()
             raise
-        return len(events or [])
+        return covered or 0
 
     async def catch_up(self, names: Sequence[str] | None = None, *, wait: bool = True) -> int:
         """Runs the projections up to the head as it is now, those at the same position over
@@ -278,26 +302,22 @@ class ProjectionRunner:
             return None
         start = min(row["position"] for row in rows)
         group = [self.projections[row["name"]] for row in rows if row["position"] == start]
-        events = await fetch_batch(connection, partition, after=start, limit=limit)
-        if not events:
+        span = await fetch_span(
+            connection, partition, after=start, limit=limit, type_prefixes=_reads(group)
+        )
+        if not span.covered:
             return 0, len(group), len(rows)
         try:
-            with fewer_collections():
-                await self._apply(connection, group, events)
-            await connection.execute(
-                "UPDATE projection_positions SET position = $3, updated_at = now(),"
-                " failed_position = NULL, failure = NULL"
-                " WHERE name = any($1::text[]) AND partition = $2",
-                [projection.name for projection in group],
-                partition,
-                events[-1].position,
-            )
+            if span.events:
+                with fewer_collections():
+                    await self._apply(connection, group, span.events)
+            await self._move(connection, [p.name for p in group], partition, span.until)
         except BaseException:
             self._fold.forget()
             for projection in group:
                 projection.forget()
             raise
-        return len(events), len(group), len(rows)
+        return span.covered, len(group), len(rows)
 
     async def _apply(
         self, connection: AnyConnection, group: list[Projection], events: list[RecordedEvent]
@@ -309,7 +329,9 @@ class ProjectionRunner:
         async def load_before(stream_id: str, version: int) -> list[RecordedEvent]:
             return await fetch_stream_before(connection, stream_id, version)
 
-        derivers = {p.name: p.derive for p in group if isinstance(p, SubjectProjection)}
+        # Each projection that derives from subject states (a SubjectProjection, or a wrapper
+        # that passes `derive` on) derives as the fold goes; any other folds alone if it must.
+        derivers = {p.name: derive for p in group if (derive := getattr(p, "derive", None))}
         states = await self._fold.fold(events, load_before, derivers)
         with states.current():
             for projection in group:

@@ -165,7 +165,7 @@ class ProjectionStates(Generic[Derived]):
         shared fold, its live state: see `Step`)."""
         states = _CURRENT.get()
         step = states.steps.get(event.position) if states is not None else None
-        if step is None:
+        if step is None or self._name not in step.after:  # no fold, or one not made for it
             return await self._own.transition(event)
         before = None if step.before is None else step.before[self._name]
         return before, step.after[self._name], step.subject

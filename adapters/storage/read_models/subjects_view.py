@@ -12,7 +12,7 @@ from adapters.storage.read_models.base import SubjectProjection
 from ledger.payment import Payment
 from ledger.ports import RecordedEvent
 from ledger.withdrawal import Withdrawal
-from projections.subjects import is_subject_event
+from projections.subjects import SUBJECT_TYPE_PREFIXES, is_subject_event
 from projections.views import payment_view, withdrawal_view
 
 # One statement per batch and table: the batch's rows as arrays, unnested and merged (a row per
@@ -102,6 +102,7 @@ def _withdrawal_row(withdrawal: Withdrawal) -> tuple[Any, ...]:
 class SubjectsView(SubjectProjection):
     name: str = "subjects"
     tables: tuple[str, ...] = ("payments_view", "withdrawals_view")
+    reads: tuple[str, ...] | None = SUBJECT_TYPE_PREFIXES
 
     async def apply(self, connection: AnyConnection, events: list[RecordedEvent]) -> None:
         self._connection = connection
