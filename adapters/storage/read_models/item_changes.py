@@ -110,26 +110,42 @@ class ItemChanges:
             )
         # Clear and update the rows open before the batch first: a row the batch opens again
         # for the same key must not meet the old one still open (one open row per key).
+        # One statement each, the batch's rows as arrays (a key appears once per batch).
         if updates:
-            await connection.executemany(
-                "UPDATE reconciliation_items SET expected = $4, received = $5,"
-                " provider_reported = $6, provider_status = $7, difference = $8,"
-                " updated_position = $9, order_id = $10, provider_ref = $11"
-                " WHERE subject_type = $1 AND subject_id = $2 AND reason = $3"
-                " AND cleared_at IS NULL",
-                updates,
-            )
+            await connection.execute(_UPDATE_OPEN, *_columns(updates))
         if clears:
-            await connection.executemany(
-                "UPDATE reconciliation_items SET cleared_at = $4, cleared_position = $5,"
-                " updated_position = $5 WHERE subject_type = $1 AND subject_id = $2"
-                " AND reason = $3 AND cleared_at IS NULL",
-                clears,
-            )
+            await connection.execute(_CLEAR_OPEN, *_columns(clears))
         if inserts:
             await connection.copy_records_to_table(
                 "reconciliation_items", records=inserts, columns=INSERT_COLUMNS
             )
+
+
+_UPDATE_OPEN = """
+UPDATE reconciliation_items AS i SET expected = u.expected, received = u.received,
+    provider_reported = u.provider_reported, provider_status = u.provider_status,
+    difference = u.difference, updated_position = u.position, order_id = u.order_id,
+    provider_ref = u.provider_ref
+FROM unnest($1::text[], $2::text[], $3::text[], $4::numeric[], $5::numeric[], $6::numeric[],
+            $7::text[], $8::numeric[], $9::bigint[], $10::text[], $11::text[])
+    AS u(subject_type, subject_id, reason, expected, received, provider_reported,
+         provider_status, difference, position, order_id, provider_ref)
+WHERE i.subject_type = u.subject_type AND i.subject_id = u.subject_id AND i.reason = u.reason
+    AND i.cleared_at IS NULL
+"""
+
+_CLEAR_OPEN = """
+UPDATE reconciliation_items AS i SET cleared_at = c.at, cleared_position = c.position,
+    updated_position = c.position
+FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::bigint[])
+    AS c(subject_type, subject_id, reason, at, position)
+WHERE i.subject_type = c.subject_type AND i.subject_id = c.subject_id AND i.reason = c.reason
+    AND i.cleared_at IS NULL
+"""
+
+
+def _columns(rows: list[tuple[Any, ...]]) -> list[list[Any]]:
+    return [list(column) for column in zip(*rows, strict=True)]
 
 
 INSERT_COLUMNS = [
