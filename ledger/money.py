@@ -124,6 +124,9 @@ def quantize_exact(amount: Decimal, currency: str) -> Decimal:
     return quantized
 
 
+_ZEROS: dict[str, Money] = {}
+
+
 @dataclass(frozen=True, slots=True)
 class Money:
     """An exact amount in one currency, always held at that currency's scale."""
@@ -141,7 +144,10 @@ class Money:
 
     @classmethod
     def zero(cls, currency: str) -> Money:
-        return cls(Decimal(0), currency)
+        zero = _ZEROS.get(currency)
+        if zero is None:  # Money is immutable: one zero per currency serves every caller
+            zero = _ZEROS[currency] = cls(Decimal(0), currency)
+        return zero
 
     @classmethod
     def rounded(cls, amount: Any, currency: str, rounding: str = ROUND_HALF_EVEN) -> Money:

@@ -149,16 +149,20 @@ class DepositTotals:
             if not observed_late:
                 received_on_time += d.amount
         above = max(_highest_total(unverified_totals) - cumulative, Decimal(0))
-        currency, zero = expected.currency, Decimal(0)
+        currency = expected.currency
+
+        def money(amount: Decimal) -> Money:  # most totals are zero: those are built once
+            return Money(amount, currency) if amount > 0 else Money.zero(currency)
+
         return cls(
-            received=Money(received, currency),
-            received_on_time=Money(received_on_time, currency),
-            pending=Money(pending, currency),
-            unverified=Money(single_unverified + above, currency),
+            received=money(received),
+            received_on_time=money(received_on_time),
+            pending=money(pending),
+            unverified=money(single_unverified + above),
             cumulative_total=cumulative,
             late=late,
-            outstanding=Money(max(expected.amount - received - pending, zero), currency),
-            overpaid=Money(max(received - expected.amount, zero), currency),
+            outstanding=money(expected.amount - received - pending),
+            overpaid=money(received - expected.amount),
         )
 
 
