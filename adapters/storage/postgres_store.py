@@ -523,22 +523,20 @@ async def fetch_span(
     partition: int,
     *,
     after: int,
-    limit: int,
+    until: int,
     type_prefixes: Sequence[str] | None = None,
 ) -> Span:
-    """Up to `limit` positions after `after`, with only the events whose type starts with one of
-    `type_prefixes`: the others (a webhook's raw body in Delivery.Received, say) never leave the
-    server. That a span can end past the last event it returns rests on the order being
-    gap-free (above): every position up to the head read here exists and is committed, so the
-    next statement sees all of them."""
-    head = await connection.fetchval(
-        "SELECT position FROM log_heads WHERE partition = $1", partition
-    )
-    until = min(int(head or 0), after + limit)
+    """The positions (after, until] of a partition with only the events whose type starts with
+    one of `type_prefixes`: the others (a webhook's raw body in Delivery.Received, say) never
+    leave the server. `until` must be at most the head as read before this call: that a span
+    can end past the last event it returns rests on the order being gap-free (above), since
+    every position up to a head once read exists and is committed."""
     if until <= after:
         return Span(after, after, [])
     if type_prefixes is None:
-        events = await fetch_batch(connection, partition, after=after, limit=limit, until=until)
+        events = await fetch_batch(
+            connection, partition, after=after, limit=until - after, until=until
+        )
         return Span(after, until, events)
     rows = await connection.fetch(
         f"SELECT {_SELECT_COLUMNS} FROM events"  # noqa: S608 - constant columns

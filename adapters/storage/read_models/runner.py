@@ -107,6 +107,10 @@ class ProjectionStatus:
         return self.lag > events_max or self.lag_seconds > seconds_max
 
 
+# The log's head, read with the position rows (no round trip of its own): a batch spans up to it.
+_HEAD = "(SELECT coalesce(max(position), 0) FROM log_heads h WHERE h.partition = $2) AS head"
+
+
 def _reads(group: Sequence[Projection]) -> tuple[str, ...] | None:
     """The event types a group of projections reads between them; None: every type."""
     prefixes: set[str] = set()
@@ -168,20 +172,18 @@ class ProjectionRunner:
         """One batch inside the caller's transaction: how many log positions it covered; None
         when another runner holds the row."""
         lock = "FOR UPDATE" if wait else "FOR UPDATE SKIP LOCKED"
-        position = await connection.fetchval(
-            "SELECT position FROM projection_positions"  # noqa: S608 - constant lock clause
+        row = await connection.fetchrow(
+            f"SELECT position, {_HEAD} FROM projection_positions"  # noqa: S608 - constants
             f" WHERE name = $1 AND partition = $2 {lock}",
             projection.name,
             partition,
         )
-        if position is None:
+        if row is None:
             return None
+        position = row["position"]
+        until = min(row["head"], position + (limit or self.batch_size))
         span = await fetch_span(
-            connection,
-            partition,
-            after=position,
-            limit=limit or self.batch_size,
-            type_prefixes=projection.reads,
+            connection, partition, after=position, until=until, type_prefixes=projection.reads
         )
         if span.covered:
             try:
@@ -293,7 +295,7 @@ class ProjectionRunner:
         runners)."""
         lock = "FOR UPDATE" if wait else "FOR UPDATE SKIP LOCKED"
         rows = await connection.fetch(
-            "SELECT name, position FROM projection_positions"  # noqa: S608 - constant lock clause
+            f"SELECT name, position, {_HEAD} FROM projection_positions"  # noqa: S608 - constants
             f" WHERE name = any($1::text[]) AND partition = $2 ORDER BY name {lock}",
             list(names),
             partition,
@@ -302,8 +304,9 @@ class ProjectionRunner:
             return None
         start = min(row["position"] for row in rows)
         group = [self.projections[row["name"]] for row in rows if row["position"] == start]
+        until = min(rows[0]["head"], start + limit)
         span = await fetch_span(
-            connection, partition, after=start, limit=limit, type_prefixes=_reads(group)
+            connection, partition, after=start, until=until, type_prefixes=_reads(group)
         )
         if not span.covered:
             return 0, len(group), len(rows)
