@@ -21,7 +21,7 @@ import typing
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Self, Union
+from typing import Annotated, Any, ClassVar, Literal, Self, Union
 from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import (
@@ -302,6 +302,11 @@ class Settings(BaseSettings):
     balance_poll_seconds: float = 60.0
     withdrawal_stuck_after_minutes: float = 60.0
     projections_in_process: bool = True
+    # Where the projection runner runs: "in_process" on the service's event loop, "process" in
+    # a child process the service starts, supervises and stops (the runner's CPU work then
+    # leaves the HTTP server's core), "off" nowhere (reads catch projections up themselves).
+    # `ledger serve` picks "process" unless this is set; projections_in_process=False is "off".
+    projections_worker: Literal["in_process", "process", "off"] = "in_process"
     # Creates whose answer was lost are looked up at the provider (where it offers a lookup).
     recovery_seconds: float = 30.0
     # Deliveries the ledger could not authenticate are checked with the provider's query.

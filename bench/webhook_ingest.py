@@ -2,7 +2,7 @@
 hello-world served by the same process in the same run.
 
     python bench/webhook_ingest.py [--dsn DSN] [--duration 10] [--connections 64] [--threads 1]
-                                   [--payments 1000] [--deposits 4]
+                                   [--payments 1000] [--deposits 4] [--niceness 0,10]
 
 Needs `wrk` (Debian: `apt-get install -y wrk`); a Python load generator saturates before the
 server does on this machine kind. Database: --dsn, else LEDGER_BENCH_DATABASE_URL, else
@@ -21,9 +21,12 @@ bench/webhook_ingest.lua. Runs, each `--duration` seconds at `--connections` con
                  durable); the applier applies it right after (its lag and drain are printed)
   duplicates     replays of deliveries already received: acknowledged, recorded, nothing moves
   bad signature  the distinct bodies signed with another secret: 401, each attempt recorded
-  projections on the distinct run again (other deposits) with the projection runner working in
-                 the same process, as `ledger serve` runs it: its ratio to the distinct run and
-                 the projections' lag while it ran
+  projections on the distinct run again (other deposits) with the projection runner working:
+                 in the same process (projections_worker = "in_process"), then in a child
+                 process of its own ("process", as `ledger serve` runs it) at each --niceness;
+                 each placement first catches up the earlier runs (its caches warm, as a
+                 runner's are after a while); for each, its ratio to the distinct run and the
+                 projections' lag sampled while wrk sent, side by side, with the load average
   unmatched      deposits naming orders the ledger does not know: received, then held unmatched
                  by the applier; run once with none stored and once after `--unmatched` records
                  were stored (the index is keyed, so the two should match)
@@ -38,13 +41,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import os
 import re
 import shutil
 import sys
 import tempfile
+import threading
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -57,6 +62,7 @@ from aiohttp import web
 
 from adapters.cli.service import build_app, listening_socket, serving, socket_url
 from adapters.config import Settings
+from adapters.http.projection_child import WorkerOrders
 from adapters.providers.http_client import dumps_exact
 from adapters.providers.payment_engine.webhooks import sign
 from adapters.sandbox.fleet import LOOPBACK, sandbox_fleet
@@ -76,6 +82,7 @@ MERCHANT_ACCOUNT = "merchant"  # the Payment Engine adapter's default merchant_a
 CREATE_CONCURRENCY = 32
 WARM_UP_SECONDS = 2
 _RESULT = re.compile(r"WRK_RESULT (.*)")
+SETTLE_SECONDS_NOTED = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,7 +177,15 @@ def background_settings(*, enabled: bool) -> dict[str, object]:
     so this is harmless on a version without them."""
     if enabled:
         return {}
-    return {"projections_in_process": False, "expiry_sweep_seconds": 0, "balance_poll_seconds": 0}
+    # The provider queries too: the bad-signature run leaves thousands of unverified deliveries
+    # whose rate-limited queries would append events for minutes, into the later runs' figures
+    # (and keep `settled_position` from ever seeing the log settle).
+    return {
+        "projections_in_process": False,
+        "expiry_sweep_seconds": 0,
+        "balance_poll_seconds": 0,
+        "provider_query_seconds": 0,
+    }
 
 
 async def settled_position(store: PostgresEventStore) -> int:
@@ -258,6 +273,59 @@ async def preload_unmatched(store: PostgresEventStore, count: int) -> float:
     async with store.pool.acquire() as connection:
         await connection.execute("ANALYZE events; ANALYZE claims")  # autovacuum is off on CI
     return perf_counter() - started
+
+
+class LagSampler:
+    """Samples the projections' lag every 0.25 s while `loading` is set, from a thread of its
+    own on a connection of its own. Not on the bench's event loop: there an in-process runner
+    would let a sample through only between its batches, right after the positions moved,
+    and the in-process lag would look smaller than it is."""
+
+    def __init__(self, orders: WorkerOrders) -> None:
+        self.orders = orders
+        self.loading = threading.Event()
+        self.lags: list[float] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=lambda: asyncio.run(self._sample()), daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    async def _sample(self) -> None:
+        from adapters.storage.read_models import all_projections  # noqa: PLC0415
+        from adapters.storage.read_models.runner import ProjectionRunner  # noqa: PLC0415
+
+        pool = await create_pool(self.orders.dsn, schema=self.orders.schema, min_size=1)
+        runner = ProjectionRunner(pool, all_projections())
+        try:
+            while not self._stop.is_set():
+                await asyncio.sleep(0.25)
+                if not self.loading.is_set():
+                    continue  # only while wrk sends: the lag under live ingest
+                lag = max((s.lag_seconds for s in await runner.status()), default=0.0)
+                if self.loading.is_set():
+                    self.lags.append(lag)
+        finally:
+            await pool.close()
+
+
+def cpu_times() -> tuple[int, int]:
+    """(busy, total) jiffies of the whole machine since boot (Linux; zeros elsewhere)."""
+    try:
+        fields = [int(f) for f in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    except OSError:
+        return 0, 0
+    idle = fields[3] + fields[4]  # idle and iowait
+    return sum(fields) - idle, sum(fields)
+
+
+def cpu_busy(before: tuple[int, int], after: tuple[int, int]) -> float:
+    total = after[1] - before[1]
+    return (after[0] - before[0]) / total if total else 0.0
 
 
 def hello_app() -> web.Application:
@@ -377,13 +445,33 @@ class Targets:
     hello_url: str
 
     async def run(
-        self, name: str, url: str, deliveries: Path, *, limit: int = 0, seconds: int = 0
+        self,
+        name: str,
+        url: str,
+        deliveries: Path,
+        *,
+        limit: int = 0,
+        seconds: int = 0,
+        loading: threading.Event | None = None,
     ) -> WrkResult:
+        """One wrk run; `loading`, when given, is set exactly while wrk sends."""
         before = await settled_position(self.store)
-        raw = await run_wrk(
-            self.wrk, self.args, url, deliveries, seconds=seconds or self.args.duration, limit=limit
-        )
+        loading = loading or threading.Event()
+        loading.set()
+        cpu_before = cpu_times()
+        try:
+            raw = await run_wrk(
+                self.wrk, self.args, url, deliveries, seconds=seconds or self.args.duration,
+                limit=limit,
+            )  # fmt: skip
+        finally:
+            loading.clear()
+        # The whole machine's, others' processes too: says whether a core was left idle.
+        busy = cpu_busy(cpu_before, cpu_times())
+        settling = perf_counter()
         after = await settled_position(self.store)
+        if perf_counter() - settling > SETTLE_SECONDS_NOTED:
+            print(f"  (the log settled {perf_counter() - settling:.1f} s after wrk stopped)")
         recorded = await self.store.pool.fetchval(
             "SELECT count(*) FROM events WHERE position > $1 AND position <= $2 AND type = $3",
             before, after, DELIVERY_RECORDED,
@@ -399,7 +487,8 @@ class Targets:
             f"{name}: {result.rate:,.0f} req/s, p50 {result.p50_ms:.1f} ms, p99 "
             f"{result.p99_ms:.1f} ms, non-2xx {result.non_2xx}, socket errors "
             f"{result.socket_errors}"
-            + ("" if per_delivery is None else f", {per_delivery:.2f} events/delivery"),
+            + ("" if per_delivery is None else f", {per_delivery:.2f} events/delivery")
+            + f", machine CPU busy {busy:.0%}",
             flush=True,
         )
         return result
@@ -442,13 +531,7 @@ async def measure_runs(
         bad = await targets.run("webhook ingest, bad signature (401)", targets.webhook_url, forged)
         results = [hello_a, ingest, duplicates, bad]
         if args.projections_run:
-            later = Path(folder) / "later.tsv"
-            more = range(args.deposits + 1, 2 * args.deposits + 1)
-            later.write_text("".join(deposit_lines(payments, more, secret)))
-            with_runner = await projections_running(targets, app, later)
-            print(f"  ingest with the projection runner on: {with_runner.rate / ingest.rate:.2f}"
-                  " of ingest with it off (same run)")  # fmt: skip
-            results.append(with_runner)
+            results += await projections_runs(targets, app, ingest, payments, secret, folder)
         if args.unmatched_runs:
             results += await unmatched_runs(targets, app, Path(folder), secret)
         hello_b = await targets.run("hello-world B", targets.hello_url, distinct)
@@ -458,38 +541,108 @@ async def measure_runs(
     print("(the bad-signature run's non-2xx are its expected 401s)")
 
 
-async def projections_running(targets: Targets, app: web.Application, lines: Path) -> WrkResult:
-    """The distinct run again (other deposits), with the projection runner in the process as
-    `ledger serve` runs it, and the projections' lag sampled while it runs."""
-    from adapters.http.keys import RUNNER  # noqa: PLC0415 - only for this run
+@dataclass(frozen=True, slots=True)
+class ProjectionsRun:
+    placement: str
+    result: WrkResult
+    lag_p50_seconds: float
+    lag_p99_seconds: float
+
+
+async def projections_runs(
+    targets: Targets,
+    app: web.Application,
+    ingest: WrkResult,
+    payments: list[tuple[str, str]],
+    secret: str,
+    folder: str,
+) -> list[WrkResult]:
+    """The distinct run again with the runner in the process, then in its own process, each
+    on deposits of its own; then both side by side against the distinct run (runner off)."""
+    runs = []
+    deposits = int(targets.args.deposits)
+    # On the server's loop, then in a child at each niceness asked for.
+    placements = ["in_process", *(f"process, nice {n}" for n in targets.args.niceness)]
+    for turn, placement in enumerate(placements, start=1):
+        lines = Path(folder) / f"projections-{turn}.tsv"
+        more = range(turn * deposits + 1, (turn + 1) * deposits + 1)
+        lines.write_text("".join(deposit_lines(payments, more, secret)))
+        runs.append(await projections_running(targets, app, lines, placement))
+    print("\nprojection runner on, against ingest with it off (same run):")
+    for run in runs:
+        print(
+            f"  {run.placement:<17}  ingest {run.result.rate / ingest.rate:.2f} of off;"
+            f" projection lag p50 {run.lag_p50_seconds:.2f} s, p99 {run.lag_p99_seconds:.2f} s"
+        )
+    print(f"  load average at the end: {', '.join(f'{x:.2f}' for x in os.getloadavg())}\n")
+    return [run.result for run in runs]
+
+
+@contextlib.asynccontextmanager
+async def runner_placed(app: web.Application, placement: str) -> AsyncIterator[None]:
+    """The projection runner running for the block: on this loop, or in a child process (as
+    `ledger serve` starts it: adapters/http/projection_worker.py), started and ready first."""
+    from adapters.http.background import Backoff, supervise  # noqa: PLC0415 - only here
+    from adapters.http.keys import RUNNER, SETTINGS  # noqa: PLC0415
+    from adapters.http.projection_worker import ProjectionWorker, worker_orders  # noqa: PLC0415
+
+    ready = asyncio.Event()
+    if placement == "in_process":
+        task = asyncio.create_task(app[RUNNER].run_forever(ready.set))
+    else:
+        niceness = int(placement.rsplit(" ", 1)[1])
+        orders = worker_orders(app[RUNNER].pool, app[SETTINGS])
+        worker = ProjectionWorker(dataclasses.replace(orders, niceness=niceness))
+
+        async def run(healthy: Callable[[], None]) -> None:
+            def passed() -> None:
+                healthy()
+                ready.set()
+
+            await worker.run(passed)
+
+        task = asyncio.create_task(supervise("projection worker", run, Backoff()))
+    try:
+        async with asyncio.timeout(30):
+            await ready.wait()
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def projections_running(
+    targets: Targets, app: web.Application, lines: Path, placement: str
+) -> ProjectionsRun:
+    """The distinct run again (other deposits), with the projection runner running where
+    `placement` says, and the projections' lag sampled while it runs."""
+    from adapters.http.keys import RUNNER, SETTINGS  # noqa: PLC0415 - only for this run
+    from adapters.http.projection_worker import worker_orders  # noqa: PLC0415
 
     runner = app[RUNNER]
-    await runner.catch_up()
-    loop_task = asyncio.create_task(runner.run_forever())
-    lags: list[float] = []
-
-    async def sample() -> None:
-        while True:
-            await asyncio.sleep(0.25)
-            lags.append(max((s.lag_seconds for s in await runner.status()), default=0.0))
-
-    sampler = asyncio.create_task(sample())
-    try:
-        result = await targets.run(
-            "webhook ingest, distinct, projections on", targets.webhook_url, lines
-        )
-    finally:
-        sampler.cancel()
-        loop_task.cancel()
-        for task in (sampler, loop_task):
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-    lags.sort()
+    sampler = LagSampler(worker_orders(runner.pool, app[SETTINGS]))
+    # The runner, wherever it is placed, catches up the earlier runs' events itself first (its
+    # first pass, before it says it is ready), which warms its cache of subject states as a
+    # runner that has run a while has it warm.
+    async with runner_placed(app, placement):
+        sampler.start()
+        try:
+            result = await targets.run(
+                f"webhook ingest, distinct, projections {placement}",
+                targets.webhook_url,
+                lines,
+                loading=sampler.loading,
+            )
+        finally:
+            sampler.stop()
+    lags = sorted(sampler.lags)
+    p50 = p99 = 0.0
     if lags:
         p50, p99 = lags[len(lags) // 2], lags[min(len(lags) - 1, int(len(lags) * 0.99))]
         print(f"  projection lag while ingesting: p50 {p50:.2f} s, p99 {p99:.2f} s,"
               f" max {lags[-1]:.2f} s ({len(lags)} samples)")  # fmt: skip
-    return result
+    return ProjectionsRun(placement, result, p50, p99)
 
 
 async def unmatched_runs(
@@ -516,7 +669,7 @@ async def unmatched_runs(
 
 def len_for(args: argparse.Namespace) -> int:
     """Distinct unmatched deliveries enough for one run (as many as the distinct run has)."""
-    return args.payments * args.deposits
+    return int(args.payments * args.deposits)
 
 
 async def measure(args: argparse.Namespace) -> None:
@@ -590,6 +743,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="skip the run with the projection runner on",
     )
     parser.add_argument(
+        "--niceness",
+        type=lambda text: [int(n) for n in text.split(",")],
+        default=[0, 10],
+        help="niceness of the runner's own process in the projections runs, one run each (0,10)",
+    )
+    parser.add_argument(
         "--no-unmatched-runs",
         dest="unmatched_runs",
         action="store_false",
@@ -619,7 +778,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     if args.loop == "uvloop":
-        import uvloop  # noqa: PLC0415 - only for this choice
+        import uvloop  # type: ignore[import-not-found]  # noqa: PLC0415 - optional, untyped here
 
         uvloop.install()
     asyncio.run(measure(args))

@@ -15,12 +15,13 @@ import click
 from adapters.cli.database import open_checked_pool
 from adapters.cli.errors import ExitCode, UsageError
 from adapters.cli.options import common_options, settings
-from adapters.cli.progress import event_progress
+from adapters.cli.rebuild import rebuild as rebuild_in_workers
 from adapters.cli.tables import format_table
 from adapters.config import PROVIDER_IDS, Settings
 from adapters.storage.read_models import all_projections
 from adapters.storage.read_models.items import ITEM_COLUMNS, ReconciliationItem, item_cells
 from adapters.storage.read_models.readers import reconciliation_items_all
+from adapters.storage.read_models.rebuild import default_workers
 from adapters.storage.read_models.runner import ProjectionRunner
 from projections.findings import Reason
 
@@ -36,10 +37,16 @@ def projections_group() -> None:
 
 @projections_group.command("rebuild")
 @click.argument("name", required=False)
+@click.option(
+    "--jobs",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Worker processes (default: one per projection, at most one per CPU).",
+)
 @common_options
-def rebuild_command(name: str | None) -> int:
-    """Replay the log into one read model NAME (default: every one)."""
-    return asyncio.run(rebuild(settings(), name))
+def rebuild_command(name: str | None, jobs: int | None) -> int:
+    """Replay the log into one read model NAME (default: every one, in parallel)."""
+    return asyncio.run(rebuild(settings(), name, jobs))
 
 
 @projections_group.command("status")
@@ -61,16 +68,42 @@ async def status(settings: Settings) -> int:
     return ExitCode.OK
 
 
-async def rebuild(settings: Settings, name: str | None) -> int:
+async def rebuild(settings: Settings, name: str | None, jobs: int | None = None) -> int:
     known = [projection.name for projection in all_projections()]
     if name is not None and name not in known:
         raise UsageError(f"unknown projection {name!r}; known: {', '.join(known)}")
+    names = [name] if name else known
+    return await rebuild_in_workers(settings, names, jobs or default_workers(len(names)))
+
+
+@projections_group.command("run")
+@common_options
+def run_command() -> int:
+    """Keep every projection caught up until SIGINT/SIGTERM: the runner `ledger serve` runs
+    (by default in a child process), on its own, e.g. beside a service configured with
+    projections_worker = "off"."""
+    return asyncio.run(run_projections_until_stopped(settings()))
+
+
+async def run_projections_until_stopped(settings: Settings) -> int:
+    # Imported here: the other commands need neither the service's supervisor nor the child.
+    from adapters.cli.service import stop_on_signals  # noqa: PLC0415
+    from adapters.http.background import Backoff  # noqa: PLC0415
+    from adapters.http.projection_child import run_projections  # noqa: PLC0415
+
+    stop = asyncio.Event()
+    backoff = Backoff(
+        settings.background_restart_seconds_min, settings.background_restart_seconds_max
+    )
     async with open_checked_pool(settings) as pool:
-        runner = ProjectionRunner(pool, all_projections(), batch_size=2000)
-        for each in [name] if name else list(runner.projections):
-            with event_progress(each, None) as progress:
-                done = await runner.rebuild(each, progress)
-            print(f"rebuilt {each}: {done} events")
+
+        async def opened() -> asyncpg.Pool:
+            return pool
+
+        with stop_on_signals(stop):
+            print("projections running; SIGINT or SIGTERM stops them", flush=True)
+            await run_projections(opened, backoff, stop)
+    print("projections stopped", flush=True)
     return ExitCode.OK
 
 

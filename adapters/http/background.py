@@ -1,6 +1,7 @@
-"""Work that lives as long as the service: the delivery applier, the projection runner, the clock
-sweep, the balance poll, the recovery of creates whose answer was lost and the queries about
-unverified deliveries.
+"""Work that lives as long as the service: the delivery applier, the projection runner (on this
+event loop, or in a child process: adapters/http/projection_worker.py), the clock sweep, the
+balance poll, the recovery of creates whose answer was lost and the queries about unverified
+deliveries.
 Each runs as a task started and stopped with the app (aiohttp cleanup context), under one
 supervisor: whatever a loop raises (a database restart, a connection the server terminated, a
 bug), it is logged and the loop starts again after a jittered, capped, growing pause, so that
@@ -26,6 +27,7 @@ from adapters.http.keys import (
     RECOVERY,
     RUNNER,
     SETTINGS,
+    STORE,
     SWEEPER,
 )
 
@@ -95,8 +97,20 @@ async def background(app: web.Application) -> AsyncIterator[None]:
     )
     # The applier is the write path's second half: a received delivery waits for it.
     loops: dict[str, Loop] = {"delivery applier": app[APPLIER].run}
-    if settings.projections_in_process:
+    # Imported here: the worker's child reuses this module's supervisor.
+    from adapters.http.projection_worker import (  # noqa: PLC0415
+        PROJECTION_WORKER,
+        ProjectionWorker,
+        projections_worker,
+        worker_orders,
+    )
+
+    worker = projections_worker(settings)
+    if worker == "in_process":
         loops["projection runner"] = app[RUNNER].run_forever
+    elif worker == "process":
+        app[PROJECTION_WORKER] = ProjectionWorker(worker_orders(app[STORE].pool, settings))
+        loops["projection worker"] = app[PROJECTION_WORKER].run
     if settings.expiry_sweep_seconds > 0:
         loops["clock sweeper"] = lambda healthy: sweeper.run_forever(
             settings.expiry_sweep_seconds, healthy

@@ -21,7 +21,7 @@ import signal
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from multiprocessing.process import BaseProcess
-from time import perf_counter
+from time import monotonic, perf_counter
 from typing import Any
 
 from adapters.storage.postgres_store import create_pool
@@ -96,7 +96,7 @@ async def rebuild_in_parallel(
                 if name not in outcomes:
                     outcomes[name] = RebuildOutcome(name, 0, 0.0, f"worker exited with {code}")
     finally:
-        _stop(list(running.values()))
+        _stop(list(running.values()), messages)
         messages.close()
     return [outcomes[job.name] for job in jobs]
 
@@ -117,11 +117,15 @@ def _drain(
             progress(message)
 
 
-def _stop(processes: list[BaseProcess]) -> None:
+def _stop(processes: list[BaseProcess], messages: Any) -> None:
     for process in processes:
         process.terminate()  # SIGTERM: the worker cancels its rebuild, which rolls back
+    deadline = monotonic() + STOP_SECONDS
     for process in processes:
-        process.join(STOP_SECONDS)
+        while process.exitcode is None and monotonic() < deadline:
+            # Read on: a worker exits only once what it put on the queue is in the pipe.
+            _drain(messages, lambda _: None, {})
+            process.join(POLL_SECONDS)
         if process.exitcode is None:
             process.kill()
             process.join()
