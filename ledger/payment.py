@@ -7,7 +7,7 @@ is kept beside it so reconciliation can show where the two disagree.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
 from decimal import Decimal
@@ -109,9 +109,7 @@ class DepositTotals:
     """What a payment's deposits add up to, against what it expects: the one place that says
     which deposit counts where.
 
-    A payment counts them again only when its deposits, its deadline or its expected amount
-    change (in the events that change them), not on every read: a projection reads received,
-    pending, overpaid and status many times for each state it is handed."""
+    Counted once per state of the deposits, deadline and expected amount (`Deposits.totals`)."""
 
     received: Money  # confirmed funds from authenticated reports, late ones included
     received_on_time: Money  # of those, observed by the deadline: they complete a payment
@@ -166,6 +164,27 @@ class DepositTotals:
         )
 
 
+class Deposits(dict[str, Deposit]):
+    """A payment's deposits by id. A mapping is never changed once built (each event that
+    changes a deposit builds a new one), so what its deposits add up to is kept with it, counted
+    on the first read: not once per event (a replay would count a long history again and again),
+    nor once per read (a projection reads a state's amounts many times). Equality is the
+    deposits' alone."""
+
+    __slots__ = ("_counted",)
+
+    def __init__(self, deposits: Mapping[str, Deposit] | None = None) -> None:
+        super().__init__(deposits or {})
+        self._counted: tuple[datetime | None, Money, DepositTotals] | None = None
+
+    def totals(self, deadline: datetime | None, expected: Money) -> DepositTotals:
+        counted = self._counted
+        if counted is None or counted[0] != deadline or counted[1] is not expected:
+            counted = (deadline, expected, DepositTotals.count(self.values(), deadline, expected))
+            self._counted = counted
+        return counted[2]
+
+
 class Payment(ProviderRecordedAggregate):
     """A request for funds at one provider, and everything that arrived for it."""
 
@@ -199,7 +218,7 @@ class Payment(ProviderRecordedAggregate):
         self.customer_id = customer_id
         self.pay_address = pay_address
         self.metadata = dict(metadata or {})
-        self.deposits: dict[str, Deposit] = {}
+        self.deposits = Deposits()
         self.provider_status = provider_status
         self.provider_outcome = ProviderPaymentOutcome.PENDING.value
         self.provider_amount_reported: Decimal | None = None
@@ -212,7 +231,6 @@ class Payment(ProviderRecordedAggregate):
         self.failed_reason: str | None = None
         self.settled = False
         self.settled_at: datetime | None = None
-        self._count_deposits()
 
     @classmethod
     def create(  # noqa: PLR0913 - mirrors the creation facts
@@ -513,7 +531,6 @@ class Payment(ProviderRecordedAggregate):
         self.pay_address = pay_address
         if payment_url is not None:
             self.metadata = {**self.metadata, "payment_url": payment_url}
-        self._count_deposits()
 
     @event("SubmissionRefused")
     def _submission_refused(self, reason: str) -> None:
@@ -535,13 +552,10 @@ class Payment(ProviderRecordedAggregate):
         verified: bool,
         observed_at: datetime,
     ) -> None:
-        self.deposits = {
-            **self.deposits,
-            deposit_id: Deposit(
-                deposit_id, amount, tx_hash, confirmations, confirmed, verified, observed_at
-            ),
-        }
-        self._count_deposits()
+        deposit = Deposit(
+            deposit_id, amount, tx_hash, confirmations, confirmed, verified, observed_at
+        )
+        self.deposits = Deposits({**self.deposits, deposit_id: deposit})
 
     @event("DepositConfirmed")
     def _deposit_confirmed(
@@ -552,18 +566,14 @@ class Payment(ProviderRecordedAggregate):
         verified: bool,
         observed_at: datetime,
     ) -> None:
-        known = self.deposits[deposit_id]
-        self.deposits = {
-            **self.deposits,
-            deposit_id: replace(
-                known,
-                confirmations=confirmations,
-                confirmed=confirmed,
-                verified=verified,
-                observed_at=observed_at,
-            ),
-        }
-        self._count_deposits()
+        deposit = replace(
+            self.deposits[deposit_id],
+            confirmations=confirmations,
+            confirmed=confirmed,
+            verified=verified,
+            observed_at=observed_at,
+        )
+        self.deposits = Deposits({**self.deposits, deposit_id: deposit})
 
     @event("DepositReportedAgain")
     def _deposit_reported_again(self, deposit_id: str, duplicate: bool = True) -> None:  # noqa: FBT002 - events stored before the field existed were duplicates
@@ -608,7 +618,6 @@ class Payment(ProviderRecordedAggregate):
     def _expired(self, at: datetime, by: str) -> None:
         self.expired_at = at
         self.expired_by = by
-        self._count_deposits()
 
     @event("Failed")
     def _failed(self, reason: str) -> None:
@@ -630,9 +639,9 @@ class Payment(ProviderRecordedAggregate):
             )
         return quantize_exact(amount, currency)
 
-    def _count_deposits(self) -> None:
-        """Called by every event that changes the deposits, the deadline or the expected amount."""
-        self.totals = DepositTotals.count(self.deposits.values(), self.deadline, self.expected)
+    @property
+    def totals(self) -> DepositTotals:
+        return self.deposits.totals(self.deadline, self.expected)
 
     @property
     def cumulative_total(self) -> Decimal:
@@ -643,8 +652,10 @@ class Payment(ProviderRecordedAggregate):
     @property
     def deadline(self) -> datetime | None:
         """The instant after which funds are late: the earlier of our expiry and the provider's."""
-        candidates = [t for t in (self.expires_at, self.expired_at) if t is not None]
-        return min(candidates) if candidates else None
+        expires_at, expired_at = self.expires_at, self.expired_at
+        if expires_at is None or expired_at is None:
+            return expired_at if expires_at is None else expires_at
+        return min(expires_at, expired_at)
 
     def is_late(self, deposit: Deposit) -> bool:
         deadline = self.deadline

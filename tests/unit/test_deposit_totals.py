@@ -1,4 +1,4 @@
-"""A payment counts its deposits once per change (ledger/payment.py, DepositTotals): whatever
+"""A payment counts its deposits once per state of them (ledger/payment.py, Deposits.totals): whatever
 history it went through, verified or not, cumulative or single, expired or not, what it holds
 counted equals the definitions worked out afresh from its deposits, and a replay of its events
 counts the same."""
