@@ -1,7 +1,7 @@
-"""A payment counts its deposits once per state of them (ledger/payment.py, Deposits.totals): whatever
-history it went through, verified or not, cumulative or single, expired or not, what it holds
-counted equals the definitions worked out afresh from its deposits, and a replay of its events
-counts the same."""
+"""A payment counts its deposits once per state of them (ledger/payment.py, Deposits.totals):
+whatever history it went through, verified or not, cumulative or single, expired or not, what it
+holds counted equals the definitions worked out afresh from its deposits, and a replay of its
+events counts the same."""
 
 from __future__ import annotations
 
