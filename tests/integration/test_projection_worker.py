@@ -28,6 +28,7 @@ from adapters.storage.read_models import all_projections
 from adapters.storage.read_models.runner import ProjectionRunner
 from tests.e2e.harness import serve
 from tests.histories import HistoryWriter, seeded_history
+from tests.integration.test_background_survives import kill_sessions_until
 
 TOKEN = "worker-token"
 FAST = {"background_restart_seconds_min": 0.01, "background_restart_seconds_max": 0.2}
@@ -124,20 +125,6 @@ async def test_the_child_runs_the_projections_to_the_head_while_the_parent_serve
     assert child_alive_while_serving
     assert pid in children_of(os.getpid()) or not alive(pid)
     await eventually(lambda: ended(pid), seconds=2)  # stopped with the app, not left behind
-
-
-async def kill_sessions_until(pool: Any, application_name: str, stop: asyncio.Event) -> int:
-    """Terminates every session named `application_name` every few milliseconds; returns how
-    many it terminated. Only those: the shared server has other people's sessions."""
-    killed = 0
-    while not stop.is_set():
-        killed += await pool.fetchval(
-            "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity"
-            " WHERE application_name = $1",
-            application_name,
-        )
-        await asyncio.sleep(0.03)
-    return killed
 
 
 async def test_the_child_survives_its_sessions_being_killed_repeatedly(
