@@ -301,11 +301,10 @@ class Settings(BaseSettings):
     expiry_sweep_seconds: float = 5.0
     balance_poll_seconds: float = 60.0
     withdrawal_stuck_after_minutes: float = 60.0
-    projections_in_process: bool = True
     # Where the projection runner runs: "in_process" on the service's event loop, "process" in
     # a child process the service starts, supervises and stops (the runner's CPU work then
     # leaves the HTTP server's core), "off" nowhere (reads catch projections up themselves).
-    # `ledger serve` picks "process" unless this is set; projections_in_process=False is "off".
+    # `ledger serve` picks "process" unless this is set.
     projections_worker: Literal["in_process", "process", "off"] = "in_process"
     # Creates whose answer was lost are looked up at the provider (where it offers a lookup).
     recovery_seconds: float = 30.0

@@ -159,7 +159,7 @@ async def main() -> None:
             api={"tokens": [{"name": "bench", "token": TOKEN, "scopes": ["audit:export"]}]},
             data_dir=Path(tempfile.mkdtemp()),
             audit={"checkpoint_every_seconds": 0},
-            projections_in_process=False,
+            projections_worker="off",
             expiry_sweep_seconds=0,
             balance_poll_seconds=0,
             recovery_seconds=0,

@@ -1117,7 +1117,7 @@ class Queries:
             api={"tokens": [{"name": "bench", "token": TOKEN, "scopes": ["admin"]}]},
             expiry_sweep_seconds=0,
             balance_poll_seconds=0,
-            projections_in_process=False,
+            projections_worker="off",
         )
         app = init_app(settings, store=PostgresEventStore(self.pool), adapters={})
         runner = web.AppRunner(app, access_log=None)

@@ -181,7 +181,7 @@ def background_settings(*, enabled: bool) -> dict[str, object]:
     # whose rate-limited queries would append events for minutes, into the later runs' figures
     # (and keep `settled_position` from ever seeing the log settle).
     return {
-        "projections_in_process": False,
+        "projections_worker": "off",
         "expiry_sweep_seconds": 0,
         "balance_poll_seconds": 0,
         "provider_query_seconds": 0,

@@ -101,11 +101,10 @@ async def background(app: web.Application) -> AsyncIterator[None]:
     from adapters.http.projection_worker import (  # noqa: PLC0415
         PROJECTION_WORKER,
         ProjectionWorker,
-        projections_worker,
         worker_orders,
     )
 
-    worker = projections_worker(settings)
+    worker = settings.projections_worker
     if worker == "in_process":
         loops["projection runner"] = app[RUNNER].run_forever
     elif worker == "process":

@@ -20,7 +20,7 @@ import contextlib
 import logging
 import sys
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import Any
 
 import asyncpg
 from aiohttp import web
@@ -30,18 +30,12 @@ from adapters.http.projection_child import READY_LINE, WorkerOrders
 
 log = logging.getLogger(__name__)
 
-ProjectionsWorker = Literal["in_process", "process", "off"]
 CHILD_MODULE = "adapters.http.projection_child"
 STOP_SECONDS = 5.0  # the child's current batch commits or rolls back well within this
 
 
 class WorkerExited(Exception):
     """The child ended while the parent still wanted it: the supervisor starts another."""
-
-
-def projections_worker(settings: Settings) -> ProjectionsWorker:
-    """Where the runner runs; projections_in_process=False (the older switch) turns it off."""
-    return settings.projections_worker if settings.projections_in_process else "off"
 
 
 def worker_orders(pool: asyncpg.Pool, settings: Settings) -> WorkerOrders:
@@ -128,4 +122,4 @@ class ProjectionWorker:
 
 PROJECTION_WORKER = web.AppKey("projection_worker", ProjectionWorker)
 
-__all__ = ["PROJECTION_WORKER", "ProjectionWorker", "projections_worker", "worker_orders"]
+__all__ = ["PROJECTION_WORKER", "ProjectionWorker", "worker_orders"]

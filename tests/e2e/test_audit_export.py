@@ -44,7 +44,7 @@ async def audit_ledger(store, data_dir: Path) -> AsyncIterator[Ledger]:
         },
         data_dir=data_dir,
         audit={"checkpoint_every_seconds": 0},
-        projections_in_process=False,
+        projections_worker="off",
         expiry_sweep_seconds=0,
         balance_poll_seconds=0,
         recovery_seconds=0,

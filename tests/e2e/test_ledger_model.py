@@ -207,7 +207,7 @@ class Shared:
             public_url=self.capture_url,
             api={"tokens": [{"name": "tests", "token": TOKEN, "scopes": ["admin"]}]},
             providers=provider_tables(self.bench.sandbox_urls),
-            projections_in_process=False,
+            projections_worker="off",
             expiry_sweep_seconds=0,
             balance_poll_seconds=0,
             recovery_seconds=0,

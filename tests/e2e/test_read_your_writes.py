@@ -37,7 +37,7 @@ async def ledger_before_payment_engine(
             providers=fleet.provider_tables(),
             expiry_sweep_seconds=0,
             balance_poll_seconds=0,
-            projections_in_process=projections_in_process,
+            projections_worker="in_process" if projections_in_process else "off",
         )
         await fleet.send_webhooks_to(settings)
         adapters = build_adapters(settings.providers)

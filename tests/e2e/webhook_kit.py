@@ -240,7 +240,7 @@ async def rig(
             public_url=capture_url,
             api={"tokens": [{"name": "tests", "token": TOKEN, "scopes": ["admin"]}]},
             providers=provider_tables(urls),
-            projections_in_process=background,
+            projections_worker="in_process" if background else "off",
             expiry_sweep_seconds=5.0 if background else 0,
             balance_poll_seconds=60.0 if background else 0,
             recovery_seconds=30.0 if background else 0,

@@ -305,7 +305,7 @@ async def test_a_projection_stopped_on_an_event_it_cannot_apply_stays_there_whil
 async def test_readyz_is_503_while_the_projections_lag_beyond_the_bound_and_200_after(
     store, bound, history
 ):
-    app = init_app(settings(projections_in_process=False, **bound), store=store, adapters={})
+    app = init_app(settings(projections_worker="off", **bound), store=store, adapters={})
     async with serve(app) as url, aiohttp.ClientSession() as http:
         assert 200 == (await get(http, f"{url}/readyz"))[0]
         await HistoryWriter(store).write(history)
@@ -336,7 +336,7 @@ async def test_readyz_and_the_reads_of_a_stopped_projection_are_503_until_it_goe
         await ProjectionRunner(pool, [ExplodesOnSettle()]).catch_up()
     # A wait this long would show: a stopped projection must refuse at once.
     app = init_app(
-        settings(projections_in_process=False, read_your_writes_wait_seconds_max=30),
+        settings(projections_worker="off", read_your_writes_wait_seconds_max=30),
         store=store,
         adapters={},
     )

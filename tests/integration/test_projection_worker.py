@@ -22,7 +22,7 @@ from aiohttp import web
 from adapters.cli.service import SERVE_PROJECTIONS_WORKER
 from adapters.config import Settings
 from adapters.http.app import init_app
-from adapters.http.projection_worker import PROJECTION_WORKER, projections_worker
+from adapters.http.projection_worker import PROJECTION_WORKER
 from adapters.storage.postgres_store import PostgresEventStore, create_pool
 from adapters.storage.read_models import all_projections
 from adapters.storage.read_models.runner import ProjectionRunner
@@ -100,9 +100,8 @@ async def served(app: web.Application) -> AsyncIterator[tuple[str, aiohttp.Clien
 
 def test_ledger_serve_runs_the_projections_in_a_process_of_their_own_unless_configured() -> None:
     assert "process" == SERVE_PROJECTIONS_WORKER
-    assert "in_process" == projections_worker(Settings())  # what tests and the demo compose
-    assert "off" == projections_worker(Settings(projections_in_process=False))
-    assert "off" == projections_worker(Settings(projections_worker="off"))
+    assert "in_process" == Settings().projections_worker  # what tests and the demo compose
+    assert "off" == Settings(projections_worker="off").projections_worker
 
 
 async def test_the_child_runs_the_projections_to_the_head_while_the_parent_serves(
