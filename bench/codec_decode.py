@@ -26,6 +26,7 @@ they are meant to be compared across runs (this machine kind is noisy).
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib.util
 import json
 import platform
@@ -105,33 +106,12 @@ def loads_orjson(payload: bytes) -> Any:
     return document
 
 
-_MSGSPEC = msgspec.json.Decoder(float_hook=Decimal)
-
-
-def loads_msgspec(payload: bytes) -> Any:
-    try:
-        return _MSGSPEC.decode(payload)
-    except msgspec.DecodeError:
-        return json.loads(payload, parse_float=Decimal)
+loads_msgspec = codec.loads_exact  # candidate (b) is what the codec now parses with
 
 
 def decoder_over(loads: Callable[[bytes], Any]) -> Decode:
-    """The codec's decode with `loads` for the parse; the rest as ledger/codec.py does it."""
-
-    def decode(recorded: RecordedEvent) -> Any:
-        event_class = codec._resolve_topic(str(recorded.metadata["topic"]))  # noqa: SLF001
-        fields = loads(recorded.payload)
-        for name, convert in codec._converters(event_class):  # noqa: SLF001
-            value = fields.get(name)
-            if value is not None:
-                fields[name] = convert(value)
-        fields["originator_id"] = uuid.UUID(recorded.stream_id)
-        fields["originator_version"] = recorded.version
-        domain_event: Any = object.__new__(event_class)
-        domain_event.__dict__.update(fields)
-        return domain_event
-
-    return decode
+    """The codec's decode with `loads` for the parse."""
+    return functools.partial(codec.decode, loads=loads)
 
 
 # --------------------------------------------------------------------------------- (c) typed
