@@ -68,22 +68,38 @@ def fresh(handler: Handler, scope: str, *projections: str) -> Handler:
     @functools.wraps(handler)
     async def fresh_read(request: web.Request) -> web.StreamResponse:
         authorize(request, scope)
-        app = request.app
-        wait_seconds_max = app[SETTINGS].read_your_writes_wait_seconds_max
-        refusal = await _applied(app[APPLIER], wait_seconds_max)
-        if refusal is None and projections:
-            reads = FreshReads(app[RUNNER], wait_seconds_max)
-            refusal = await reads.refusal(projections)
-        return refusal if refusal is not None else await handler(request)
+        return await refusal(request, projections) or await handler(request)
 
     return fresh_read
 
 
-async def _applied(applier: DeliveryApplier, wait_seconds_max: float) -> web.Response | None:
-    """None once the applier has reached the log's head as it is now; else the 503 to send."""
-    position, head = await applier.lag()
-    if position >= head:
-        return None
+async def refusal(request: web.Request, projections: Sequence[str]) -> web.Response | None:
+    """None once the applier and `projections` reached the log's head at the request's arrival;
+    else the 503 to send (the API sends it, the console shows its own page)."""
+    app = request.config_dict
+    applier = app[APPLIER]
+    wait_seconds_max = app[SETTINGS].read_your_writes_wait_seconds_max
+    if not projections:
+        position, head = await applier.lag()
+        return None if position >= head else await _applied(applier, wait_seconds_max, head)
+    reads = FreshReads(app[RUNNER], wait_seconds_max)
+    # One query in the usual case: the projections' positions come with the log's head, which
+    # is all the applier's check needs. When the applier had to catch up, its effects lie past
+    # that head, so the projections are asked again.
+    positions = await reads.positions(projections)
+    head = next(p.head for p in positions if p.partition == applier.partition)
+    if applier.position < head:
+        stopped = await _applied(applier, wait_seconds_max, head)
+        if stopped is not None:
+            return stopped
+        positions = await reads.positions(projections)
+    return await reads.refusal(projections, positions)
+
+
+async def _applied(
+    applier: DeliveryApplier, wait_seconds_max: float, head: int
+) -> web.Response | None:
+    """None once the applier, behind, has caught up to `head`; else the 503 to send."""
     try:
         async with asyncio.timeout(wait_seconds_max):
             await applier.catch_up(head)
@@ -107,10 +123,15 @@ class FreshReads:
         self.runner = runner
         self.wait_seconds_max = wait_seconds_max
 
-    async def refusal(self, names: Sequence[str]) -> web.Response | None:
-        """None once `names` have reached the log's head as it is now; else the 503 to send."""
+    async def positions(self, names: Sequence[str]) -> list[ProjectionPosition]:
         await self.runner.ensure_positions()  # a query only the first time
-        positions = await self._positions(names)
+        return await self._positions(names)
+
+    async def refusal(
+        self, names: Sequence[str], positions: list[ProjectionPosition]
+    ) -> web.Response | None:
+        """None once `names` have reached the log's head as it was when `positions` were read;
+        else the 503 to send."""
         arrival = {p.partition: p.head for p in positions}
         clock = asyncio.get_running_loop()
         deadline = clock.time() + self.wait_seconds_max

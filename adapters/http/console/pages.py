@@ -3,16 +3,14 @@ until what the page reads is as fresh as the log was when the page was asked for
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
 from typing import Any
 
 import aiohttp_jinja2
 from aiohttp import web
 
+from adapters.http import freshness
 from adapters.http.console.guard import VIEWER
-from adapters.http.freshness import FreshReads
-from adapters.http.keys import APPLIER, RUNNER, SETTINGS
 from adapters.http.problems import RETRY_AFTER_SECONDS
 
 
@@ -25,18 +23,7 @@ async def not_fresh(request: web.Request, names: Sequence[str]) -> web.Response 
     """None once the deliveries received before this request are applied and the read models
     `names` reached the log's head at arrival, as the API's reads wait (freshness.py); else
     the page saying the ledger is behind."""
-    app = request.config_dict
-    wait_seconds_max = app[SETTINGS].read_your_writes_wait_seconds_max
-    applier = app[APPLIER]
-    try:
-        position, head = await applier.lag()
-        if position < head:
-            async with asyncio.timeout(wait_seconds_max):
-                await applier.catch_up(head)
-    except TimeoutError:
-        return behind(request)
-    reads = FreshReads(app[RUNNER], wait_seconds_max)
-    if names and await reads.refusal(names) is not None:
+    if await freshness.refusal(request, names) is not None:
         return behind(request)
     return None
 
