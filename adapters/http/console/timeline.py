@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
+from adapters.storage.read_models.timelines import amounts_of, verification_of
 from ledger.money import loads_exact
 from ledger.ports import RecordedEvent
 from projections.views import event_view
@@ -20,7 +21,6 @@ from projections.views import event_view
 _INDENT = "  "
 # Raw provider bodies inside an event (a webhook's body, a provider call's request and answer).
 _BODIES = (("delivery", "body"), ("exchange", "request_body"), ("exchange", "response_body"))
-_AMOUNT_WORDS = ("amount", "fee", "sent", "received", "reported", "balance")
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,34 +52,6 @@ def pretty(value: Any, depth: int = 0) -> str:
     return json.dumps(value, ensure_ascii=False)
 
 
-def _verification(payload: Any) -> str:
-    if not isinstance(payload, Mapping):
-        return ""
-    delivery = payload.get("delivery")
-    for holder in (delivery, payload):
-        if isinstance(holder, Mapping):
-            verification = holder.get("verification")
-            if isinstance(verification, Mapping) and "outcome" in verification:
-                return str(verification["outcome"])
-    verified = payload.get("verified")
-    if isinstance(verified, bool):
-        return "verified" if verified else "unverified"
-    return ""
-
-
-def _amounts(payload: Any) -> list[tuple[str, str]]:
-    """The event's own amount fields (top level), e.g. expected_amount, fee_network."""
-    if not isinstance(payload, Mapping):
-        return []
-    return [
-        (str(name), str(value))
-        for name, value in payload.items()
-        if any(word in str(name) for word in _AMOUNT_WORDS)
-        and isinstance(value, str | int)
-        and not isinstance(value, bool)
-    ]
-
-
 def _bodies(payload: Any) -> list[tuple[str, str]]:
     found: list[tuple[str, str]] = []
     if not isinstance(payload, Mapping):
@@ -101,13 +73,14 @@ def timeline_event(event: RecordedEvent) -> TimelineEvent:
     view = event_view(event)  # the same fields /v1/{payments,withdrawals}/{id}/events gives
     payload = view["payload"]
     is_json = view["payload_encoding"] == "json"
+    document = payload if is_json and isinstance(payload, Mapping) else {}
     return TimelineEvent(
         position=event.position,
         version=event.version,
         type=event.type,
         recorded_at=str(view["recorded_at"]),
-        verification=_verification(payload) if is_json else "",
-        amounts=_amounts(payload) if is_json else [],
+        verification=verification_of(document) or "",
+        amounts=list(amounts_of(document).items()),
         payload=pretty(payload) if is_json else str(payload),
         bodies=_bodies(payload) if is_json else [],
         hash=view["hash"],

@@ -13,6 +13,7 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 from adapters.config import PROVIDER_IDS
@@ -57,21 +58,26 @@ def _is_amount(name: str) -> bool:
 
 
 def amounts_of(document: Mapping[str, Any]) -> dict[str, str]:
-    """The amounts an event states, by field name; nothing for absent ones."""
+    """The amounts an event states, by field name, digit for digit; nothing for absent ones.
+    The CLI's and the console's timelines both show these."""
     return {
-        name: format(value, "f") if not isinstance(value, str) else value
+        name: format(value, "f") if isinstance(value, Decimal) else str(value)
         for name, value in document.items()
         if _is_amount(name) and value is not None and not isinstance(value, (bool, dict, list))
     }
 
 
 def verification_of(document: Mapping[str, Any]) -> str | None:
-    """A delivery's verification outcome: on the delivery itself or on the record of it."""
+    """A delivery's verification outcome: on the delivery itself or on the record of it (a
+    delivery not applied says only whether it was verified)."""
     delivery = document.get("delivery")
     for holder in (document, delivery if isinstance(delivery, Mapping) else {}):
         verification = holder.get("verification")
         if isinstance(verification, Mapping) and verification.get("outcome"):
             return str(verification["outcome"])
+    verified = document.get("verified")
+    if isinstance(verified, bool):
+        return "verified" if verified else "unverified"
     return None
 
 
