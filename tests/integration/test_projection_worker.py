@@ -9,7 +9,7 @@ import asyncio
 import os
 import signal
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -28,7 +28,7 @@ from adapters.storage.read_models import all_projections
 from adapters.storage.read_models.runner import ProjectionRunner
 from tests.e2e.harness import serve
 from tests.histories import HistoryWriter, seeded_history
-from tests.integration.test_background_survives import kill_sessions_until
+from tests.integration.test_background_survives import eventually, kill_sessions_until
 
 TOKEN = "worker-token"
 FAST = {"background_restart_seconds_min": 0.01, "background_restart_seconds_max": 0.2}
@@ -44,15 +44,6 @@ def settings(**overrides: Any) -> Settings:
         **FAST,
     }
     return Settings(**{**values, **overrides})
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], seconds: float = 10) -> None:
-    """Waits until `check()` says yes; `seconds` only turns a hang into a failure."""
-    async with asyncio.timeout(seconds):
-        while True:
-            if await check():
-                return
-            await asyncio.sleep(0.02)
 
 
 def alive(pid: int) -> bool:
