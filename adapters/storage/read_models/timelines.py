@@ -68,14 +68,15 @@ def amounts_of(document: Mapping[str, Any]) -> dict[str, str]:
 
 
 def verification_of(document: Mapping[str, Any]) -> str | None:
-    """A delivery's verification outcome: on the delivery itself or on the record of it (a
-    delivery not applied says only whether it was verified)."""
+    """A delivery's verification outcome: on the delivery itself or on the record of it (the
+    record of a delivery not applied says only whether it was verified)."""
     delivery = document.get("delivery")
-    for holder in (document, delivery if isinstance(delivery, Mapping) else {}):
+    delivery = delivery if isinstance(delivery, Mapping) else {}
+    for holder in (document, delivery):
         verification = holder.get("verification")
         if isinstance(verification, Mapping) and verification.get("outcome"):
             return str(verification["outcome"])
-    verified = document.get("verified")
+    verified = delivery.get("verified")
     if isinstance(verified, bool):
         return "verified" if verified else "unverified"
     return None
