@@ -196,6 +196,14 @@ def test_other_encodings_and_deep_nesting_are_taken_as_before_msgspec():
         assert outcome(loads_before_issue_13, payload) == outcome(loads_exact, payload)
 
 
+def test_integers_past_the_interpreters_digit_limit_are_refused_as_before_msgspec():
+    """msgspec would take them, and whoever formats the number next would fail (the webhook
+    fuzz test sent one that stopped the applier)."""
+    for digits in (4_300, 4_301, 11_516):
+        for payload in (b"1" * digits, b'{"amount": ' + b"9" * digits + b"}"):
+            assert outcome(loads_before_issue_13, payload) == outcome(loads_exact, payload)
+
+
 def test_amounts_keep_their_scale_sign_and_exponent():
     document = loads_exact(b'{"a": 1.10, "b": 1E+2, "c": -0.0, "d": -0, "e": 18446744073709551617}')
     assert ("1.10", "1E+2", "-0.0") == tuple(str(document[k]) for k in "abc")

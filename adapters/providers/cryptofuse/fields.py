@@ -54,16 +54,22 @@ def amount(mapping: Mapping[str, Any], key: str) -> Decimal | None:
         raise PayloadShapeError(f"{key} is not an exact amount: {error}") from None
 
 
+# A count (of confirmations) has no business past 18 digits; longer digit strings are refused
+# before `int` (which raises past 4,300 digits, a 500 rather than the 400 it deserves).
+COUNT_DIGITS_MAX = 18
+
+
 def count(mapping: Mapping[str, Any], key: str) -> int:
-    """A non-negative integer such as `confirmations`; absent means zero."""
+    """A non-negative integer such as `confirmations`; absent means zero. Digits are ASCII ones
+    only: `str.isdigit` takes superscripts, which `int` then refuses."""
     value = mapping.get(key)
     if value is None:
         return 0
-    if isinstance(value, str) and value.isdigit():
-        return int(value)
-    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+    if isinstance(value, str) and value.isascii() and value.isdigit():
+        value = int(value) if len(value) <= COUNT_DIGITS_MAX else None
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 10**COUNT_DIGITS_MAX:
         return value
-    raise PayloadShapeError(f"{key} must be a non-negative integer")
+    raise PayloadShapeError(f"{key} must be a non-negative integer of at most 18 digits")
 
 
 def timestamp(mapping: Mapping[str, Any], key: str) -> datetime | None:

@@ -460,6 +460,17 @@ def test_wrong_shape(body: bytes) -> None:
     assert raised.value.reason == "wrong_shape"
 
 
+@pytest.mark.parametrize("confirmations", ["1" * 11_516, "1" * 19, "\u00b2", -1, 10**30])
+def test_a_confirmation_count_that_is_no_count_is_the_wrong_shape(confirmations: object) -> None:
+    """11,516 digits made `int` raise past the interpreter's limit: a 500 until the webhook
+    fuzz test found it."""
+    document = json.loads(CONFIRMING)
+    document["data"]["payment_history"][0]["confirmations"] = confirmations
+    with pytest.raises(WebhookBodyInvalid) as raised:
+        translate(json.dumps(document).encode())
+    assert raised.value.reason == "wrong_shape"
+
+
 # ---------------------------------------------------------------------------- dedupe and ids
 
 
