@@ -6,10 +6,8 @@ each event class's type hints to turn those strings back into Decimals and datet
 
 from __future__ import annotations
 
-import contextlib
 import importlib
 import json
-import sys
 import typing
 import uuid
 from collections.abc import Callable
@@ -129,21 +127,17 @@ _UnionType = type(int | None)
 # ever being a float. It parses a stored event in about half the time orjson and a walk for floats
 # took, which makes a whole decode about a fifth cheaper (bench/codec_decode.py, issue 13).
 _EXACT_JSON = msgspec.json.Decoder(float_hook=Decimal)
-# msgspec takes integers of any length, which Python then cannot print (nor json.loads parse)
-# beyond this many digits: a document long enough to hold one goes to the stdlib, which refuses
-# it as it always did, instead of handing on a number that breaks whoever formats it.
-_INTEGER_DIGITS_MAX = sys.get_int_max_str_digits()
 
 
 def loads_exact(payload: bytes) -> Any:
     """JSON whose numbers never end up as floats. What msgspec refuses and the stdlib takes (a
-    lone surrogate escape, a byte order mark, UTF-16), and any document long enough to hold an
-    integer the stdlib refuses, is parsed by the stdlib with parse_float=Decimal, which keeps
-    every number exact too; what the stdlib refuses raises its error."""
-    if len(payload) <= _INTEGER_DIGITS_MAX:
-        with contextlib.suppress(msgspec.DecodeError):
-            return _EXACT_JSON.decode(payload)
-    return json.loads(payload, parse_float=Decimal)
+    lone surrogate escape, a byte order mark, UTF-16) is parsed by the stdlib with
+    parse_float=Decimal, which keeps every number exact too; what both refuse (an integer past
+    the interpreter's 4,300 digits among them) raises the stdlib's error."""
+    try:
+        return _EXACT_JSON.decode(payload)
+    except msgspec.DecodeError:
+        return json.loads(payload, parse_float=Decimal)
 
 
 def decode(recorded: RecordedEvent, loads: Callable[[bytes], Any] = loads_exact) -> Any:
